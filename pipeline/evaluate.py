@@ -1,0 +1,60 @@
+"""Stage `evaluate`: the best checkpoint on the validation set.
+
+Writes val loss/accuracy, parameter counts, inference throughput and the predictions for the
+first 18 validation images. Throughput is timed over the whole validation set in batches of
+`eval_batch_size` after `throughput_warmup` untimed batches: model forward plus the copy of
+each already-normalised batch to the device, synchronised at the end. (The post timed its
+whole DataLoader loop, decoding and transforms included, on a V100.)
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import paddle
+
+from pipeline import atomic, config, device, images, paths
+from pipeline.data import load_prepared
+from pipeline.models import build_model, count_parameters
+from pipeline.train import evaluate, subset
+
+GRID_IMAGES = 18  # as many validation images as the post's prediction grid shows
+
+
+def throughput(model, batches: list[np.ndarray], warmup: int, dev: str) -> float:
+    with paddle.no_grad():
+        for x in batches[:warmup]:
+            model(paddle.to_tensor(x))
+        device.synchronize(dev)
+        start = time.perf_counter()
+        for x in batches:
+            model(paddle.to_tensor(x))
+        device.synchronize(dev)
+    return sum(len(x) for x in batches) / (time.perf_counter() - start)
+
+
+def main(params: dict, run: str) -> None:
+    s = config.run_settings(params, run)
+    dev = device.select(s["device"])
+    data = load_prepared(s["dataset"])
+    val_x, val_y = subset(data, "test", s["val_subset"])
+    model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
+    model.set_state_dict(paddle.load(str(paths.checkpoints(run) / "best.pdparams")))
+    val_loss, val_acc = evaluate(model, val_x, val_y, s["image_size"], s["eval_batch_size"], s["label_smoothing"])
+
+    batches = [x for x, _ in images.test_batches(val_x, val_y, s["image_size"], s["eval_batch_size"])]
+    img_per_s = throughput(model, batches, s["throughput_warmup"], dev)
+
+    grid = images.test_batch(val_x[:GRID_IMAGES], s["image_size"])
+    with paddle.no_grad():
+        predicted = model(paddle.to_tensor(grid)).argmax(axis=-1).numpy()
+    with atomic.atomic_path(paths.predictions(run)) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, inputs=grid, predicted=predicted, true=val_y[:GRID_IMAGES],
+                            class_names=data["class_names"])
+    atomic.write_json(paths.evaluation(run), {
+        "val_acc": val_acc, "val_loss": val_loss, "val_images": len(val_y),
+        "throughput_img_s": round(img_per_s, 1), "throughput_batch": s["eval_batch_size"],
+        "device": device.describe(dev), "params": count_parameters(model),
+    })
+    print(f"{run}: val acc {val_acc:.4f}, loss {val_loss:.4f}, {img_per_s:.0f} img/s on {device.describe(dev)}")

@@ -1,0 +1,156 @@
+"""The post's two networks and its NA module, built by name.
+
+`build_model(arch, attention, num_classes, image_size)` is the only entry point the
+pipeline uses, so the DAG names configurations, never classes.
+"""
+
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+ARCHS = ("alexnet", "resnet18")
+ATTENTIONS = ("none", "na-blog")
+
+
+class NABlog(nn.Layer):
+    """NA exactly as the blog post computes it (REFERENCE.md, "na-blog").
+
+    The op sequence is kept on purpose: step 3 sums a softmax, so `g` is 1 up to float
+    rounding and the normalised term is rounding noise. Reordering or fusing the ops changes
+    that noise, and with it the published behaviour.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.gamma = self.create_parameter([1], default_initializer=nn.initializer.Constant(1.0))
+        self.beta = self.create_parameter([1], default_initializer=nn.initializer.Constant(0.0))
+
+    def forward(self, x):
+        context = paddle.mean(x, axis=[2, 3], keepdim=True)
+        g = -paddle.abs(x - context)
+        b, c, h, w = g.shape
+        g = paddle.sum(nn.functional.softmax(g.reshape((b, c, -1)), axis=2), axis=2, keepdim=True)
+        g = g.reshape((b, c, 1, 1))
+        mean = paddle.mean(g, axis=1, keepdim=True)
+        std = paddle.std(g, axis=1, keepdim=True) + 1e-5
+        g = self.gamma * (g - mean) / std + self.beta
+        return x * nn.functional.sigmoid(g)
+
+
+def make_attention(name: str) -> nn.Layer:
+    """One attention module by name; `none` is the identity so placement code stays uniform."""
+    if name == "none":
+        return nn.Identity()
+    if name == "na-blog":
+        return NABlog()
+    raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")
+
+
+def _alexnet_feature_size(image_size: int) -> int:
+    """Spatial size after AlexNet's feature extractor (conv k11 s4 p5, three 3/2 max pools)."""
+    size = (image_size + 2 * 5 - 11) // 4 + 1
+    for _ in range(3):
+        size = (size - 3) // 2 + 1
+    return size
+
+
+class AlexNet(nn.Layer):
+    """The post's AlexNet; the classifier input follows from the image size (1152 at 128 px)."""
+
+    def __init__(self, num_classes: int, image_size: int, attention: str = "none"):
+        super().__init__()
+        side = _alexnet_feature_size(image_size)
+        if side < 1:
+            raise ValueError(f"AlexNet needs images of at least 57 px, got {image_size}")
+
+        def conv(cin, cout, **kw):
+            return [nn.Conv2D(cin, cout, **kw), make_attention(attention), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *conv(3, 48, kernel_size=11, stride=4, padding=5),
+            nn.MaxPool2D(kernel_size=3, stride=2),
+            *conv(48, 128, kernel_size=5, padding=2),
+            nn.MaxPool2D(kernel_size=3, stride=2),
+            *conv(128, 192, kernel_size=3, padding=1),
+            *conv(192, 192, kernel_size=3, padding=1),
+            *conv(192, 128, kernel_size=3, padding=1),
+            nn.MaxPool2D(kernel_size=3, stride=2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(side * side * 128, 2048), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(2048, 2048), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(2048, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(paddle.flatten(self.features(x), 1))
+
+
+class BasicBlock(nn.Layer):
+    """Paddle's ResNet BasicBlock with one attention module after bn2, before the add."""
+
+    def __init__(self, cin: int, cout: int, stride: int, attention: str):
+        super().__init__()
+        self.conv1 = nn.Conv2D(cin, cout, 3, stride=stride, padding=1, bias_attr=False)
+        self.bn1 = nn.BatchNorm2D(cout)
+        self.conv2 = nn.Conv2D(cout, cout, 3, padding=1, bias_attr=False)
+        self.bn2 = nn.BatchNorm2D(cout)
+        self.attention = make_attention(attention)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2D(cin, cout, 1, stride=stride, bias_attr=False), nn.BatchNorm2D(cout)
+            )
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.attention(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+class ResNet18(nn.Layer):
+    """Paddle's ImageNet-style ResNet18: 7x7 stem, max pool, four stages of two blocks."""
+
+    def __init__(self, num_classes: int, attention: str = "none"):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2D(3, 64, 7, stride=2, padding=3, bias_attr=False),
+            nn.BatchNorm2D(64), nn.ReLU(), nn.MaxPool2D(3, stride=2, padding=1),
+        )
+        blocks, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [BasicBlock(cin, cout, stride, attention), BasicBlock(cout, cout, 1, attention)]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2D(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.fc(paddle.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+def build_model(arch: str, attention: str, num_classes: int, image_size: int) -> nn.Layer:
+    """The one model factory: any of ARCHS with any of ATTENTIONS."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"unknown attention {attention!r}; choose one of {', '.join(ATTENTIONS)}")
+    if arch == "alexnet":
+        return AlexNet(num_classes, image_size, attention)
+    if arch == "resnet18":
+        return ResNet18(num_classes, attention)
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def count_parameters(model: nn.Layer) -> dict:
+    """Parameter counts as paddle.summary reports them.
+
+    The total includes BatchNorm running mean/variance, which Paddle keeps as parameters
+    with stop_gradient=True; that is how the post's 11,237,412 for ResNet18 arises.
+    """
+    params = model.parameters()
+    return {
+        "total": sum(int(p.size) for p in params),
+        "trainable": sum(int(p.size) for p in params if not p.stop_gradient),
+    }

@@ -1,0 +1,140 @@
+"""Stage `train`: one (configuration, seed) with the post's recipe.
+
+Adam (lr 1e-3, L2 weight decay 1e-5), cosine annealing stepped every batch over all steps,
+label-smoothing cross entropy, best-by-val-acc and final checkpoints. Logs what the post
+logs: train loss every `log_every` steps, and per epoch lr, train loss/acc, val loss/acc.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import time
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from tqdm import tqdm
+
+from pipeline import PipelineError, atomic, config, device, images, paths
+from pipeline.data import load_prepared
+from pipeline.models import build_model, count_parameters
+
+
+class TrainingError(PipelineError):
+    """Training cannot go on; the message says why and what to change."""
+
+
+def smoothed_cross_entropy(logits, labels, smoothing: float):
+    """(1 - e) * NLL + e * mean over classes of -log p, averaged over the batch (as the post)."""
+    log_probs = F.log_softmax(logits, axis=-1)
+    nll = -paddle.take_along_axis(log_probs, labels.unsqueeze(1), axis=1).squeeze(1)
+    return ((1 - smoothing) * nll - smoothing * log_probs.mean(axis=-1)).mean()
+
+
+def evaluate(model, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_size: int, smoothing: float):
+    """Sample-weighted mean loss and accuracy over a whole split, in eval mode, without gradients."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    with paddle.no_grad():
+        for x, y in images.test_batches(images_u8, labels, size, batch_size):
+            logits = model(paddle.to_tensor(x))
+            y = paddle.to_tensor(y)
+            total_loss += float(smoothed_cross_entropy(logits, y, smoothing)) * len(y)
+            correct += int((logits.argmax(axis=-1) == y).sum())
+    return total_loss / len(labels), correct / len(labels)
+
+
+def subset(arrays: dict, split: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    return arrays[f"{split}_images"][:n], arrays[f"{split}_labels"][:n]
+
+
+def write_csv(path, rows: list[dict]) -> None:
+    with atomic.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_checkpoint(model, optimizer, stem) -> None:
+    for obj, suffix in ((model.state_dict(), ".pdparams"), (optimizer.state_dict(), ".pdopt")):
+        with atomic.atomic_path(f"{stem}{suffix}") as tmp:
+            paddle.save(obj, str(tmp))
+
+
+def main(params: dict, run: str) -> None:
+    s = config.run_settings(params, run)
+    dev = device.select(s["device"])
+    random.seed(s["seed"])
+    np.random.seed(s["seed"])
+    paddle.seed(s["seed"])
+
+    data = load_prepared(s["dataset"])
+    train_x, train_y = subset(data, "train", s["train_subset"])
+    val_x, val_y = subset(data, "test", s["val_subset"])
+    steps_per_epoch = len(train_x) // s["batch_size"]
+    if steps_per_epoch == 0:
+        raise TrainingError(f"{len(train_x)} training images make no full batch of {s['batch_size']}; lower batch_size")
+
+    model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
+    scheduler = paddle.optimizer.lr.CosineAnnealingDecay(s["lr"], T_max=steps_per_epoch * s["epochs"])
+    optimizer = paddle.optimizer.Adam(
+        learning_rate=scheduler, parameters=model.parameters(), weight_decay=s["weight_decay"]
+    )
+    loader = paddle.io.DataLoader(
+        images.TrainDataset(train_x, train_y, s["image_size"]),
+        batch_size=s["batch_size"], shuffle=True, drop_last=True, num_workers=s["num_workers"],
+        use_shared_memory=s["num_workers"] > 0,
+    )
+    out = paths.checkpoints(run)
+    out.mkdir(parents=True, exist_ok=True)
+    step_rows, epoch_rows = [], []
+    best_acc, best_epoch, step = -1.0, 0, 0
+    started = time.perf_counter()
+    print(f"{run}: {s['arch']} + {s['attention']} on {s['dataset']} ({len(train_x)} train, {len(val_x)} val, "
+          f"{s['image_size']} px), {s['epochs']} epochs on {device.describe(dev)}")
+
+    for epoch in range(1, s["epochs"] + 1):
+        model.train()
+        lr = optimizer.get_lr()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"{run} epoch {epoch}/{s['epochs']}", unit="batch", mininterval=2, leave=False)
+        for x, y in bar:
+            logits = model(x)
+            loss = smoothed_cross_entropy(logits, y, s["label_smoothing"])
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.clear_grad()
+            loss_value = float(loss)
+            if not np.isfinite(loss_value):
+                raise TrainingError(f"{run}: loss became {loss_value} at step {step} (epoch {epoch}); lower lr")
+            if step % s["log_every"] == 0:
+                step_rows.append({"step": step, "epoch": epoch, "loss": loss_value})
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+            loss_sum += loss_value * len(y)
+            correct += int((logits.argmax(axis=-1) == y).sum())
+            seen += len(y)
+            step += 1
+        val_loss, val_acc = evaluate(model, val_x, val_y, s["image_size"], s["eval_batch_size"], s["label_smoothing"])
+        row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - started}
+        epoch_rows.append(row)
+        print(f"{run} epoch {epoch}/{s['epochs']}: lr {lr:.2e}  train loss {row['train_loss']:.4f} "
+              f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}", flush=True)
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            save_checkpoint(model, optimizer, out / "best")
+    save_checkpoint(model, optimizer, out / "final")
+
+    write_csv(paths.train_steps(run), step_rows)
+    write_csv(paths.train_epochs(run), epoch_rows)
+    last = epoch_rows[-1]
+    atomic.write_json(paths.train_summary(run), {
+        "best_val_acc": best_acc, "best_epoch": best_epoch,
+        "final_train_acc": last["train_acc"], "final_train_loss": last["train_loss"],
+        "final_val_acc": last["val_acc"], "epochs": s["epochs"], "steps": step,
+        "train_images": len(train_x), "val_images": len(val_x), "image_size": s["image_size"],
+        "dataset": s["dataset"], "device": device.describe(dev), "seconds": round(last["seconds"], 1),
+        "params": count_parameters(model),
+    })

@@ -45,13 +45,14 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where} is {error.instance!r}; allowed values: {', '.join(map(str, error.validator_value))}"
     if error.validator in ("anyOf", "oneOf"):
         # Report the most specific branch rather than "is not valid under any of the given schemas".
-        inner = [e for e in error.context if e.validator != "type"] or list(error.context)
+        # (a null branch only means "not overridden", so its complaint is never the useful one).
+        inner = [e for e in error.context if e.schema != {"type": "null"}] or list(error.context)
         return _describe(jsonschema.exceptions.best_match(inner))
     return f"{where}: {error.message}"
 
 
 def validate(params: dict, source: str = str(PARAMS_FILE)) -> dict:
-    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema()).iter_errors(params))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema()).iter_errors(params))
     if error is not None:
         raise ConfigError(f"{source}: {_describe(error)}")
     return params
@@ -103,7 +104,7 @@ def profile_settings(params: dict, name: str | None = None) -> dict:
     for layer in reversed(chain):
         settings.update({k: v for k, v in layer.items() if k != "extends"})
     settings.update({k: params[k] for k in OVERRIDABLE if params.get(k) is not None})
-    missing = sorted(set(schema()["definitions"]["settings"]["properties"]) - {"extends"} - set(settings))
+    missing = sorted(set(schema()["$defs"]["settings"]["properties"]) - {"extends"} - set(settings))
     if missing:
         raise ConfigError(f"profile {params['profile']!r} does not set {', '.join(missing)}")
     return settings

@@ -80,6 +80,8 @@ def fetch_archive(dataset: str, download: dict) -> Path:
             try:
                 _download(url, target)
                 break
+            except urllib.error.HTTPError as exc:
+                failures.append(f"{url} (HTTP {exc.code} {exc.reason})")
             except (urllib.error.URLError, OSError) as exc:
                 failures.append(f"{url} ({getattr(exc, 'reason', exc)})")
         else:

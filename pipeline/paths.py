@@ -72,3 +72,8 @@ def notebook_io(name: str, runs: list[str]) -> tuple[list[Path], list[Path]]:
     if name == "comparison":
         return [p for r in runs for p in (train_summary(r), evaluation(r))], [COMPARISON_TABLE]
     raise KeyError(name)
+
+
+def log(stage: str, target: str | None = None) -> Path:
+    """Each `python -m pipeline` command copies its terminal output here."""
+    return Path("logs") / stage / f"{target or stage}.log"

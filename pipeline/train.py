@@ -32,6 +32,11 @@ def smoothed_cross_entropy(logits, labels, smoothing: float):
     return ((1 - smoothing) * nll - smoothing * log_probs.mean(axis=-1)).mean()
 
 
+def schedule_length(train_images: int, batch_size: int, epochs: int) -> int:
+    """Cosine T_max: every optimiser step of the run (the post's 50000 // 128 * 50)."""
+    return train_images // batch_size * epochs
+
+
 def evaluate(model, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_size: int, smoothing: float):
     """Sample-weighted mean loss and accuracy over a whole split, in eval mode, without gradients."""
     model.eval()
@@ -77,7 +82,8 @@ def main(params: dict, run: str) -> None:
         raise TrainingError(f"{len(train_x)} training images make no full batch of {s['batch_size']}; lower batch_size")
 
     model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
-    scheduler = paddle.optimizer.lr.CosineAnnealingDecay(s["lr"], T_max=steps_per_epoch * s["epochs"])
+    t_max = schedule_length(len(train_x), s["batch_size"], s["epochs"])
+    scheduler = paddle.optimizer.lr.CosineAnnealingDecay(s["lr"], T_max=t_max)
     optimizer = paddle.optimizer.Adam(
         learning_rate=scheduler, parameters=model.parameters(), weight_decay=s["weight_decay"]
     )

@@ -6,8 +6,13 @@ rule data:
         "pipeline/data.py",
     output:
         directory(paths.PREPARED),
+    log:
+        paths.log("data"),
     params:
         datasets=cfg.datasets(config),
         download=config["download"],
+        overrides=SET,
+    conda:
+        "../envs/na-repro.yaml"
     shell:
-        "python -m pipeline data" + SET
+        "python -m pipeline data{params.overrides}"

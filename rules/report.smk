@@ -14,11 +14,16 @@ for name in paths.NOTEBOOKS:
             paths.executed_notebook(name),
             paths.notebook_html(name),
             writes,
+        log:
+            paths.log("notebook", name),
         params:
             name=name,  # the shell command is formatted at run time, after the loop has ended
             runs=RUNS,
+            overrides=SET,
+        conda:
+            "../envs/na-repro.yaml"
         shell:
-            "python -m pipeline notebook {params.name}" + SET
+            "python -m pipeline notebook {params.name}{params.overrides}"
 
 
 rule report:
@@ -31,5 +36,11 @@ rule report:
         [paths.evaluation(r) for r in RUNS],
     output:
         paths.REPORT,
+    log:
+        paths.log("report"),
+    params:
+        overrides=SET,
+    conda:
+        "../envs/na-repro.yaml"
     shell:
-        "python -m pipeline report" + SET
+        "python -m pipeline report{params.overrides}"

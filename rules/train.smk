@@ -1,4 +1,6 @@
 # Stages 2-3: one training job per (configuration, seed), then its evaluation.
+# Each takes every core Snakemake grants (Paddle's thread count follows OMP_NUM_THREADS,
+# which Snakemake sets to `threads`) and one GPU when the profile trains on GPUs.
 
 
 rule train:
@@ -12,13 +14,18 @@ rule train:
         paths.train_steps("{run}"),
         paths.train_epochs("{run}"),
         paths.train_summary("{run}"),
+    log:
+        paths.log("train", "{run}"),
     params:
         settings=lambda wc: cfg.run_settings(config, wc.run),
+        overrides=SET,
     threads: workflow.cores
     resources:
-        gpu=1 if device.wants_gpu(SETTINGS["device"]) else 0,
+        gpu=GPUS_PER_JOB,
+    conda:
+        "../envs/na-repro.yaml"
     shell:
-        "python -m pipeline train {wildcards.run}" + SET
+        "python -m pipeline train {wildcards.run}{params.overrides}"
 
 
 rule evaluate:
@@ -31,10 +38,15 @@ rule evaluate:
     output:
         paths.evaluation("{run}"),
         paths.predictions("{run}"),
+    log:
+        paths.log("evaluate", "{run}"),
     params:
         settings=lambda wc: cfg.run_settings(config, wc.run),
+        overrides=SET,
     threads: workflow.cores
     resources:
-        gpu=1 if device.wants_gpu(SETTINGS["device"]) else 0,
+        gpu=GPUS_PER_JOB,
+    conda:
+        "../envs/na-repro.yaml"
     shell:
-        "python -m pipeline evaluate {wildcards.run}" + SET
+        "python -m pipeline evaluate {wildcards.run}{params.overrides}"

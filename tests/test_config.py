@@ -1,0 +1,78 @@
+"""params.yaml: validation messages, profile resolution, overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import config
+
+
+@pytest.fixture
+def params(monkeypatch):
+    monkeypatch.chdir(config.SCHEMA_FILE.parents[1])
+    return config.load()
+
+
+def test_default_profile_is_demo_on_digits(params):
+    assert params["profile"] == "demo"
+    assert config.datasets(params) == ["digits"]
+    assert config.runs(params) == ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42",
+                                   "resnet18-na-blog-s42"]
+
+
+def test_paper_profile_is_the_posts_recipe(params):
+    params = {**params, "profile": "paper"}
+    s = config.run_settings(params, "alexnet-na-blog-s42")
+    assert (s["arch"], s["attention"], s["dataset"], s["seed"]) == ("alexnet", "na-blog", "cifar10", 42)
+    assert (s["image_size"], s["epochs"], s["batch_size"], s["lr"]) == (128, 50, 128, 0.001)
+    assert (s["weight_decay"], s["label_smoothing"], s["device"]) == (1e-5, 0.1, "gpu")
+    assert config.run_settings(params, "resnet18-none-s42")["dataset"] == "cifar100"
+    assert config.datasets(params) == ["cifar10", "cifar100"]
+
+
+def test_demo_inherits_from_paper_and_resolves_per_arch_sizes(params):
+    s = config.run_settings(params, "resnet18-none-s42")
+    assert s["image_size"] == 32 and s["lr"] == 0.001 and s["device"] == "auto"
+    assert config.run_settings(params, "alexnet-none-s42")["image_size"] == 64
+
+
+def test_top_level_overrides_win_over_the_profile(monkeypatch):
+    monkeypatch.chdir(config.SCHEMA_FILE.parents[1])
+    params = config.load(["profile=paper", "epochs=1", "device=cpu", "train_subset=5000"])
+    s = config.run_settings(params, "alexnet-none-s42")
+    assert (s["epochs"], s["device"], s["train_subset"], s["image_size"]) == (1, "cpu", 5000, 128)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("epoch=3", "unknown key epoch; allowed keys there:"),
+        ("profile=papers", "profile is 'papers'; allowed values: demo, paper, ci"),
+        ("experiments=[alexnet-na]", "experiments.0 is 'alexnet-na'; allowed values: alexnet-none"),
+        ("epochs=-1", "epochs: -1 is less than the minimum of 1"),
+        ("epochs=many", "epochs: 'many' is not of type 'integer'"),
+        ("device=tpu", "device is 'tpu'; allowed values: auto, cpu, gpu"),
+    ],
+)
+def test_bad_values_give_one_clear_line(monkeypatch, override, expected):
+    monkeypatch.chdir(config.SCHEMA_FILE.parents[1])
+    with pytest.raises(config.ConfigError) as err:
+        config.load([override])
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_overrides_are_the_differences_from_the_file(params):
+    assert config.cli_overrides(params) == []
+    changed = {**params, "profile": "paper", "epochs": 2, "image_size": {"alexnet": 96, "resnet18": 32}}
+    assert sorted(config.cli_overrides(changed)) == [
+        "epochs=2", 'image_size={"alexnet":96,"resnet18":32}', 'profile="paper"']
+    # ...and they parse back to the same values.
+    assert dict(map(config.parse_override, config.cli_overrides(changed)))["image_size"] == {"alexnet": 96,
+                                                                                            "resnet18": 32}
+
+
+def test_run_names_round_trip():
+    assert config.parse_run(config.run_name("resnet18-na-blog", 7)) == ("resnet18-na-blog", 7)
+    assert config.split_experiment("resnet18-na-blog") == ("resnet18", "na-blog")
+    with pytest.raises(config.ConfigError):
+        config.parse_run("alexnet-none")

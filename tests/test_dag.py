@@ -1,0 +1,100 @@
+"""Snakefile and dvc.yaml describe the same DAG: same commands, same outputs, same inputs.
+
+dvc.yaml may name a folder (runs/train) where Snakemake lists the run files inside it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run
+
+
+def snakemake_jobs(project: Path, *args: str) -> dict[str, dict]:
+    """command -> {rule, inputs, outputs, resources} from a real dry run."""
+    text = run(["snakemake", "-n", "-p", "--forceall", "all", *args], cwd=project).stdout
+    jobs = {}
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", text):
+        rule = re.search(r"^(?:local)?rule (\S+):", block, re.M)
+        if not rule or rule.group(1) == "all":
+            continue
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        command = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
+        jobs[command] = {
+            "rule": rule.group(1),
+            "inputs": set(fields.get("input", "").split(", ")) - {""},
+            "outputs": set(fields["output"].split(", ")),
+            "resources": fields.get("resources", ""),
+        }
+    return jobs
+
+
+def dvc_stages(project: Path) -> dict[str, dict]:
+    """command -> {name, deps, outs} from DVC's own reading of dvc.yaml (params left out)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return {
+            stage.cmd: {
+                "name": stage.name,
+                "deps": {d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)},
+                "outs": {o.def_path for o in stage.outs},
+            }
+            for stage in repo.index.stages
+        }
+
+
+def covered(path: str, folders: set[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    from tests.conftest import copy_project
+
+    project = copy_project(tmp_path_factory.mktemp("dag") / "project")
+    return snakemake_jobs(project), dvc_stages(project)
+
+
+def test_same_commands(both):
+    snake, dvc = both
+    assert set(snake) == set(dvc)
+    assert len(snake) == 1 + 4 + 4 + 3 + 1  # data, 4 x train, 4 x evaluate, 3 notebooks, report
+
+
+def test_same_outputs(both):
+    snake, dvc = both
+    for command, job in snake.items():
+        assert job["outputs"] == dvc[command]["outs"], command
+
+
+def test_same_inputs(both):
+    snake, dvc = both
+    for command, job in snake.items():
+        deps = dvc[command]["deps"]
+        assert all(covered(i, deps) for i in job["inputs"]), (command, job["inputs"] - deps)
+        # ...and DVC depends on nothing Snakemake does not read.
+        assert all(any(covered(i, {d}) for i in job["inputs"]) for d in deps), command
+
+
+def test_paper_profile_plans_cifar_and_four_trainings_on_gpus(project):
+    jobs = snakemake_jobs(project, "--config", "profile=paper")
+    rules = sorted(j["rule"] for j in jobs.values())
+    assert rules.count("data") == 1 and rules.count("train") == 4 and rules.count("evaluate") == 4
+    train_jobs = [j for j in jobs.values() if j["rule"] == "train"]
+    assert all("gpu=1" in j["resources"] for j in train_jobs)
+    assert all("--set 'profile=\"paper\"'" in c for c in jobs)
+
+
+def test_demo_training_jobs_hold_no_gpu(both):
+    snake, _ = both
+    assert all("gpu=0" in j["resources"] for j in snake.values() if j["rule"] == "train")
+
+
+def test_snakemake_lint_is_clean(project):
+    proc = run(["snakemake", "--lint"], cwd=project)
+    assert "Congratulations" in proc.stdout + proc.stderr

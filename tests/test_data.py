@@ -1,0 +1,123 @@
+"""The data stage against real archives in the official format, served over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from pipeline import data
+from tests import cifar_archives
+
+
+def download_settings(tmp_path, mirrors=(), md5=None) -> dict:
+    return {"raw_dir": str(tmp_path / "raw"), "mirrors": list(mirrors), "md5": md5 or {}}
+
+
+@pytest.fixture
+def no_internet(monkeypatch):
+    """Make the official URL unreachable even on a networked machine: a proxy that refuses."""
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+
+
+def test_reads_official_cifar10_format(tmp_path):
+    archive = cifar_archives.cifar10(tmp_path / "cifar-10-python.tar.gz", per_batch=7)
+    arrays = data.read_cifar("cifar10", archive)
+    assert arrays["train_images"].shape == (35, 32, 32, 3) and arrays["train_images"].dtype == np.uint8
+    assert arrays["test_images"].shape == (7, 32, 32, 3)
+    assert list(arrays["class_names"][:2]) == ["airplane", "automobile"]
+    # Pixel layout: the official rows are 1024 red, 1024 green, 1024 blue values, row-major.
+    with tarfile.open(archive) as tar:
+        raw = pickle.load(tar.extractfile("cifar-10-batches-py/data_batch_1"), encoding="bytes")
+    first = raw[b"data"][0]
+    assert arrays["train_images"][0, 0, 1, 0] == first[1]
+    assert arrays["train_images"][0, 2, 0, 2] == first[2048 + 64]
+    assert list(arrays["train_labels"][:7]) == raw[b"labels"]
+
+
+def test_reads_cifar100_fine_and_coarse_labels(tmp_path):
+    archive = cifar_archives.cifar100(tmp_path / "cifar-100-python.tar.gz", train=9, test=4)
+    arrays = data.read_cifar("cifar100", archive)
+    assert arrays["train_images"].shape == (9, 32, 32, 3)
+    assert len(arrays["class_names"]) == 100 and len(arrays["coarse_class_names"]) == 20
+    assert arrays["test_coarse_labels"].shape == (4,) and arrays["train_labels"].max() < 100
+
+
+def test_digits_split_is_deterministic_and_stratified():
+    a, b = data.read_digits(), data.read_digits()
+    assert np.array_equal(a["test_images"], b["test_images"])
+    assert a["train_images"].shape[1:] == (32, 32, 3) and a["train_images"].dtype == np.uint8
+    assert len(a["train_labels"]) + len(a["test_labels"]) == 1797
+    counts = np.bincount(a["test_labels"], minlength=10)
+    assert counts.min() >= 28 and counts.max() <= 32  # about a sixth of each class
+    assert len(set(a["test_labels"][:18])) > 3  # the prediction grid shows a mix of classes
+
+
+def test_downloads_from_mirror_and_verifies_md5(tmp_path, http_server, no_internet, capfd):
+    base, served = http_server
+    archive = cifar_archives.cifar10(served / "cifar-10-python.tar.gz")
+    settings = download_settings(tmp_path, mirrors=[base], md5={archive.name: cifar_archives.md5(archive)})
+    path = data.fetch_archive("cifar10", settings)
+    assert path.read_bytes() == archive.read_bytes()
+    assert "cifar-10-python.tar.gz" in capfd.readouterr().err  # the progress bar names the file
+    assert not list(path.parent.glob(".*tmp"))  # no partial download left behind
+
+
+def test_uses_archive_already_in_raw_dir(tmp_path, no_internet):
+    settings = download_settings(tmp_path)
+    archive = cifar_archives.cifar100(tmp_path / "raw" / "cifar-100-python.tar.gz")
+    settings["md5"] = {archive.name: cifar_archives.md5(archive)}
+    assert data.fetch_archive("cifar100", settings) == archive
+
+
+def test_refuses_archive_with_wrong_checksum(tmp_path, no_internet):
+    archive = cifar_archives.cifar10(tmp_path / "raw" / "cifar-10-python.tar.gz")
+    with pytest.raises(data.DataError) as err:
+        data.fetch_archive("cifar10", download_settings(tmp_path))
+    message = str(err.value)
+    assert "c58f30108f718f92721af3b95e74349a" in message and cifar_archives.md5(archive) in message
+    assert "download.md5" in message and "\n" not in message
+
+
+def test_offline_without_archive_names_url_file_and_place(tmp_path, http_server, no_internet):
+    base, _ = http_server  # serves nothing: the mirror answers 404
+    with pytest.raises(data.DataError) as err:
+        data.fetch_archive("cifar100", download_settings(tmp_path, mirrors=[base]))
+    message = str(err.value)
+    assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in message
+    assert str(tmp_path / "raw" / "cifar-100-python.tar.gz") in message
+    assert "404" in message and not (tmp_path / "raw" / "cifar-100-python.tar.gz").exists()
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        payload = pickle.dumps({b"label_names": Exploit()})
+        info = tarfile.TarInfo("cifar-10-batches-py/batches.meta")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(data.DataError, match="refusing to load"):
+        data.read_cifar("cifar10", archive)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_data_stage_writes_prepared_arrays(project, http_server, no_internet):
+    from tests.conftest import run
+
+    base, served = http_server
+    a10 = cifar_archives.cifar10(served / "cifar-10-python.tar.gz")
+    a100 = cifar_archives.cifar100(served / "cifar-100-python.tar.gz")
+    md5 = f"{{{a10.name}: {cifar_archives.md5(a10)}, {a100.name}: {cifar_archives.md5(a100)}}}"
+    run(["python", "-m", "pipeline", "data", "--set", "profile=paper",
+         "--set", f"download={{raw_dir: data/raw, mirrors: [{base}], md5: {md5}}}"], cwd=project)
+    with np.load(project / "data/prepared/cifar100.npz") as npz:
+        assert npz["train_images"].shape == (60, 32, 32, 3)
+    assert (project / "data/prepared/cifar10.npz").exists()

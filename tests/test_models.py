@@ -1,0 +1,78 @@
+"""The model factory, parameter counts as the post reports them, and the blog's NA module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import device
+
+paddle = device.import_paddle()
+
+from pipeline.models import NABlog, build_model, count_parameters  # noqa: E402
+
+POST_COUNTS = {("alexnet", "none"): 7_524_042, ("alexnet", "na-blog"): 7_524_052,
+               ("resnet18", "none"): 11_237_412, ("resnet18", "na-blog"): 11_237_428}
+
+
+@pytest.mark.parametrize("arch, attention", list(POST_COUNTS))
+def test_parameter_counts_match_the_post_at_paper_settings(arch, attention):
+    classes = 10 if arch == "alexnet" else 100
+    model = build_model(arch, attention, classes, 128)
+    assert count_parameters(model)["total"] == POST_COUNTS[arch, attention]
+    # paddle.summary is what the post used; it must agree with our count.
+    assert paddle.summary(model, (1, 3, 128, 128))["total_params"] == POST_COUNTS[arch, attention]
+
+
+def test_resnet18_count_includes_batchnorm_statistics():
+    counts = count_parameters(build_model("resnet18", "none", 100, 128))
+    assert counts["total"] - counts["trainable"] == 9_600
+
+
+@pytest.mark.parametrize("size, features", [(128, 1152), (64, 128), (96, 512)])
+def test_alexnet_classifier_follows_image_size(size, features):
+    model = build_model("alexnet", "na-blog", 10, size)
+    assert model.classifier[0].weight.shape == [features, 2048]
+    assert model(paddle.randn([2, 3, size, size])).shape == [2, 10]
+
+
+def test_too_small_alexnet_is_refused_clearly():
+    with pytest.raises(ValueError, match="at least 57 px"):
+        build_model("alexnet", "none", 10, 32)
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model("vgg", "none", 10, 128)
+    with pytest.raises(ValueError, match="unknown attention"):
+        build_model("alexnet", "se", 10, 128)
+
+
+def test_na_sits_after_each_conv_and_after_bn2():
+    alexnet = build_model("alexnet", "na-blog", 10, 128)
+    layers = list(alexnet.features)
+    convs = [i for i, layer in enumerate(layers) if isinstance(layer, paddle.nn.Conv2D)]
+    assert len(convs) == 5 and all(isinstance(layers[i + 1], NABlog) for i in convs)
+    resnet = build_model("resnet18", "na-blog", 100, 128)
+    assert sum(isinstance(m, NABlog) for m in resnet.sublayers()) == 8
+
+
+def post_na_forward(x, gamma, beta):
+    """The post's NA.forward, verbatim but for the module wrapper (REFERENCE.md, "na-blog")."""
+    C = paddle.mean(x, axis=[2, 3], keepdim=True)
+    g = -paddle.abs(x - C)
+    b, c, h, w = g.shape
+    g = paddle.sum(paddle.nn.Softmax(axis=2)(g.reshape((b, c, -1))), axis=2, keepdim=True).reshape((b, c, 1, 1))
+    mean = paddle.mean(g, axis=1, keepdim=True)
+    std = paddle.std(g, axis=1, keepdim=True) + 1e-5
+    g = gamma * (g - mean) / std + beta
+    return x * paddle.nn.Sigmoid()(g)
+
+
+def test_na_blog_equals_the_posts_code():
+    paddle.seed(0)
+    x = paddle.randn([4, 48, 16, 16])
+    na = NABlog()
+    expected = post_na_forward(x, na.gamma, na.beta)
+    assert np.array_equal(na(x).numpy(), expected.numpy())
+    assert [p.shape for p in na.parameters()] == [[1], [1]]

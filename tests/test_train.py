@@ -1,0 +1,63 @@
+"""Training: the post's loss and schedule, repeatable CPU runs, and the paper profile's GPU guard."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from pipeline import device
+from tests.conftest import run
+
+paddle = device.import_paddle()
+
+from pipeline.train import schedule_length, smoothed_cross_entropy  # noqa: E402
+
+
+def test_cosine_schedule_spans_the_posts_t_max():
+    assert schedule_length(50_000, 128, 50) == 19_500
+
+
+def test_label_smoothing_matches_the_formula():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(6, 10)).astype(np.float32), rng.integers(0, 10, 6)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    expected = np.mean(0.9 * -log_p[np.arange(6), labels] + 0.1 * -log_p.mean(1))
+    got = float(smoothed_cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(labels), 0.1))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_thread_count_never_exceeds_the_cores(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "512")
+    assert device.configure_threads() == device.available_cores()
+
+
+def epoch_rows(project, run_name):
+    with open(project / f"runs/train/{run_name}/epochs.csv") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_cpu_training_is_repeatable(project):
+    ci = ["--set", "profile=ci", "--set", "epochs=2", "--set", "batch_size=16"]
+    run(["python", "-m", "pipeline", "data", *ci], cwd=project)
+    results = []
+    for _ in range(2):
+        run(["python", "-m", "pipeline", "train", "alexnet-na-blog-s42", *ci], cwd=project)
+        weights = paddle.load(str(project / "runs/checkpoints/alexnet-na-blog-s42/final.pdparams"))
+        results.append((epoch_rows(project, "alexnet-na-blog-s42"), {k: v.numpy() for k, v in weights.items()}))
+    (rows_a, weights_a), (rows_b, weights_b) = results
+    assert rows_a == rows_b and len(rows_a) == 2
+    assert all(np.array_equal(weights_a[k], weights_b[k]) for k in weights_a)
+    steps = (project / "runs/train/alexnet-na-blog-s42/steps.csv").read_text().splitlines()
+    assert steps[0] == "step,epoch,loss" and steps[1].startswith("0,1,") and steps[2].startswith("10,1,")
+
+
+@pytest.mark.skipif(device.gpu_count() > 0, reason="this machine has a GPU")
+def test_paper_profile_refuses_to_train_without_gpu(project):
+    proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", "--set", "profile=paper"],
+               cwd=project, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: no GPU found") and "device=cpu" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (project / "runs").exists()

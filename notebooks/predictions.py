@@ -34,7 +34,7 @@ for run in runs:
         grids[run] = {k: npz[k] for k in npz.files}
 columns = max(len(g["true"]) for g in grids.values())
 
-fig, axes = plt.subplots(len(runs), columns, figsize=(1.15 * columns, 1.55 * len(runs)), squeeze=False)
+fig, axes = plt.subplots(len(runs), columns, figsize=(1.3 * columns, 1.8 * len(runs)), squeeze=False)
 for row, (run, grid) in enumerate(grids.items()):
     names = grid["class_names"]
     for col, ax in enumerate(axes[row]):
@@ -43,11 +43,11 @@ for row, (run, grid) in enumerate(grids.items()):
             continue
         ax.imshow(images.denormalise(grid["inputs"][col : col + 1])[0])
         predicted, true = grid["predicted"][col], grid["true"][col]
-        ax.set_title(f"p: {names[predicted]}\nt: {names[true]}", fontsize=7,
+        ax.set_title(f"p: {names[predicted]}\nt: {names[true]}", fontsize=9,
                      color="tab:green" if predicted == true else "tab:red")
     accuracy = float(np.mean(grid["predicted"] == grid["true"]))
     axes[row, 0].text(-0.15, 0.5, f"{run}\n{accuracy:.0%} of {len(grid['true'])}", transform=axes[row, 0].transAxes,
-                      ha="right", va="center", fontsize=8)
+                      ha="right", va="center", fontsize=10)
 fig.suptitle(f"First {columns} validation images ({profile} profile)", y=1.0)
 fig.tight_layout()
 with atomic.atomic_path(paths.notebook_figure("predictions")) as tmp:

@@ -65,13 +65,18 @@ def image_tag(name: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def image_sizes(settings: dict) -> str:
+    size = settings["image_size"]
+    return " / ".join(f"{v} px ({k})" for k, v in size.items()) if isinstance(size, dict) else f"{size} px"
+
+
 def banner(profile: str, settings: dict) -> str:
     if profile == "paper":
         return ('<div class="banner paper">Paper profile: the post\'s recipe on CIFAR-10/100 '
-                f'({settings["epochs"]} epochs, {settings["image_size"]} px).</div>')
+                f'({settings["epochs"]} epochs, {image_sizes(settings)}).</div>')
     return (f'<div class="banner demo">{profile.upper()} PROFILE: NOT THE PAPER\'S EXPERIMENT. '
             f'These runs train on {", ".join(sorted(set(settings["datasets"].values())))} for '
-            f'{settings["epochs"]} epoch(s) at {settings["image_size"]} px to show that the pipeline works; '
+            f'{settings["epochs"]} epoch(s) at {image_sizes(settings)} to show that the pipeline works; '
             "their numbers are not comparable with the post's claim. For the reproduction run "
             "<code>snakemake --cores 4 all --config profile=paper</code> on a GPU machine.</div>")
 

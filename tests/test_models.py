@@ -76,3 +76,13 @@ def test_na_blog_equals_the_posts_code():
     expected = post_na_forward(x, na.gamma, na.beta)
     assert np.array_equal(na(x).numpy(), expected.numpy())
     assert [p.shape for p in na.parameters()] == [[1], [1]]
+
+
+def test_params_command_prints_the_posts_counts(project):
+    from tests.conftest import run
+
+    out = run(["python", "-m", "pipeline", "params", "--profile", "paper"], cwd=project).stdout
+    for experiment, count in zip(("alexnet-none", "alexnet-na-blog", "resnet18-none", "resnet18-na-blog"),
+                                 POST_COUNTS.values()):
+        line = next(x for x in out.splitlines() if x.startswith(experiment + " "))
+        assert f"{count:,}" in line and line.endswith("yes")

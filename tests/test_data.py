@@ -64,7 +64,7 @@ def test_downloads_from_mirror_and_verifies_md5(tmp_path, http_server, no_intern
     path = data.fetch_archive("cifar10", settings)
     assert path.read_bytes() == archive.read_bytes()
     assert "cifar-10-python.tar.gz" in capfd.readouterr().err  # the progress bar names the file
-    assert not list(path.parent.glob(".*tmp"))  # no partial download left behind
+    assert not list(path.parent.glob(".*.tmp*"))  # no partial download left behind
 
 
 def test_uses_archive_already_in_raw_dir(tmp_path, no_internet):

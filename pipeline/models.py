@@ -10,7 +10,11 @@ import paddle
 from paddle import nn
 
 ARCHS = ("alexnet", "resnet18")
-ATTENTIONS = ("none", "na-blog")
+ATTENTIONS = ("none", "na-blog", "na-official", "na-paper", "gate")
+
+
+def _scalar(layer: nn.Layer, value: float):
+    return layer.create_parameter([1], default_initializer=nn.initializer.Constant(value))
 
 
 class NABlog(nn.Layer):
@@ -23,8 +27,14 @@ class NABlog(nn.Layer):
 
     def __init__(self):
         super().__init__()
-        self.gamma = self.create_parameter([1], default_initializer=nn.initializer.Constant(1.0))
-        self.beta = self.create_parameter([1], default_initializer=nn.initializer.Constant(0.0))
+        self.gamma, self.beta = _scalar(self, 1.0), _scalar(self, 0.0)
+
+    def context(self, x):
+        """g before normalisation, (B, C): the post's steps 1-3."""
+        context = paddle.mean(x, axis=[2, 3], keepdim=True)
+        g = -paddle.abs(x - context)
+        b, c, h, w = g.shape
+        return paddle.sum(nn.functional.softmax(g.reshape((b, c, -1)), axis=2), axis=2)
 
     def forward(self, x):
         context = paddle.mean(x, axis=[2, 3], keepdim=True)
@@ -38,13 +48,68 @@ class NABlog(nn.Layer):
         return x * nn.functional.sigmoid(g)
 
 
+class _PooledNA(nn.Layer):
+    """Softmax-weighted pooling of x over positions, normalised over channels, as a channel gate.
+
+    Subclasses give the per-position score whose softmax weights the pooling. gamma starts at
+    0 and beta at 1, as in the authors' code, so every gate starts at sigmoid(1).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.gamma, self.beta = _scalar(self, 0.0), _scalar(self, 1.0)
+
+    def scores(self, x):  # (B, H, W) -> softmax over positions
+        raise NotImplementedError
+
+    def context(self, x):
+        """g before normalisation, (B, C): sum over positions of w_i * x_{c,i}."""
+        b, c, h, w = x.shape
+        weights = nn.functional.softmax(self.scores(x).reshape((b, h * w, 1)), axis=1)
+        return paddle.bmm(x.reshape((b, c, h * w)), weights).reshape((b, c))
+
+    def forward(self, x):
+        g = self.context(x)
+        g = (g - g.mean(axis=1, keepdim=True)) / (g.std(axis=1, keepdim=True) + 1e-5)
+        gate = nn.functional.sigmoid(self.gamma * g + self.beta)
+        return x * gate.unsqueeze([2, 3])
+
+
+class NAOfficial(_PooledNA):
+    """The authors' code (NANet, resnet_na4.py): score = -|m - mean(m)| of the channel-mean map m."""
+
+    def scores(self, x):
+        m = x.mean(axis=1)
+        return -paddle.abs(m - m.mean(axis=[1, 2], keepdim=True))
+
+
+class NAPaper(_PooledNA):
+    """The paper's printed formula read sensibly: score = -||x_i - C||_1, C the pooled context."""
+
+    def scores(self, x):
+        return -paddle.abs(x - x.mean(axis=[2, 3], keepdim=True)).sum(axis=1)
+
+
+class Gate(nn.Layer):
+    """The control: y = x * sigmoid(beta), one learned scalar; what na-blog reduces to."""
+
+    def __init__(self):
+        super().__init__()
+        self.beta = _scalar(self, 0.0)
+
+    def forward(self, x):
+        return x * nn.functional.sigmoid(self.beta)
+
+
+_ATTENTION_LAYERS = {"none": nn.Identity, "na-blog": NABlog, "na-official": NAOfficial, "na-paper": NAPaper,
+                     "gate": Gate}
+
+
 def make_attention(name: str) -> nn.Layer:
     """One attention module by name; `none` is the identity so placement code stays uniform."""
-    if name == "none":
-        return nn.Identity()
-    if name == "na-blog":
-        return NABlog()
-    raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")
+    if name not in _ATTENTION_LAYERS:
+        raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")
+    return _ATTENTION_LAYERS[name]()
 
 
 def _alexnet_feature_size(image_size: int) -> int:

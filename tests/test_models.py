@@ -86,3 +86,85 @@ def test_params_command_prints_the_posts_counts(project):
                                  POST_COUNTS.values()):
         line = next(x for x in out.splitlines() if x.startswith(experiment + " "))
         assert f"{count:,}" in line and line.endswith("yes")
+
+
+# Independent NumPy versions of each attention variant (REFERENCE.md), float64 for reference.
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _softmax(s, axis):
+    e = np.exp(s - s.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _normalised_gate(g, gamma, beta):
+    g = (g - g.mean(1, keepdims=True)) / (g.std(1, ddof=1, keepdims=True) + 1e-5)
+    return _sigmoid(gamma * g + beta)
+
+
+def numpy_na_official(x, gamma, beta):
+    b, c, h, w = x.shape
+    m = x.mean(axis=1)  # channel-mean map (B, H, W)
+    weights = _softmax(-np.abs(m - m.mean(axis=(1, 2), keepdims=True)).reshape(b, h * w), axis=1)
+    g = np.einsum("bcp,bp->bc", x.reshape(b, c, h * w), weights)
+    return x * _normalised_gate(g, gamma, beta)[:, :, None, None]
+
+
+def numpy_na_paper(x, gamma, beta):
+    b, c, h, w = x.shape
+    context = x.mean(axis=(2, 3), keepdims=True)
+    weights = _softmax(-np.abs(x - context).sum(axis=1).reshape(b, h * w), axis=1)
+    g = np.einsum("bcp,bp->bc", x.reshape(b, c, h * w), weights)
+    return x * _normalised_gate(g, gamma, beta)[:, :, None, None]
+
+
+@pytest.mark.parametrize("name, reference", [("na-official", numpy_na_official), ("na-paper", numpy_na_paper)])
+@pytest.mark.parametrize("shape", [(2, 48, 15, 15), (3, 512, 4, 4), (1, 8, 32, 32)])
+def test_pooled_na_variants_match_numpy(name, reference, shape):
+    from pipeline.models import make_attention
+
+    rng = np.random.default_rng(sum(shape))
+    x = rng.normal(size=shape).astype(np.float32)
+    layer = make_attention(name)
+    assert (layer.gamma.item(), layer.beta.item()) == (0.0, 1.0)  # the authors' initialisation
+    layer.gamma.set_value(paddle.to_tensor([0.7]))  # gamma = 0 would hide the context entirely
+    layer.beta.set_value(paddle.to_tensor([-0.3]))
+    expected = reference(x.astype(np.float64), 0.7, -0.3)
+    np.testing.assert_allclose(layer(paddle.to_tensor(x)).numpy(), expected, atol=1e-5, rtol=1e-5)
+    assert len(layer.parameters()) == 2
+
+
+def test_gate_is_one_scalar_sigmoid():
+    from pipeline.models import make_attention
+
+    gate = make_attention("gate")
+    gate.beta.set_value(paddle.to_tensor([0.4]))
+    x = np.random.default_rng(1).normal(size=(2, 8, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(gate(paddle.to_tensor(x)).numpy(), x * _sigmoid(0.4), atol=1e-6)
+    assert [p.shape for p in gate.parameters()] == [[1]]
+
+
+@pytest.mark.parametrize("shape", [(4, 48, 32, 32), (4, 512, 4, 4)])
+def test_na_blog_context_is_one_and_its_normalised_term_is_rounding_noise(shape):
+    x = paddle.to_tensor(np.random.default_rng(2).normal(size=shape).astype(np.float32))
+    g = NABlog().context(x).numpy()
+    assert np.abs(g - 1).max() < 1e-5  # a softmax summed over positions
+    noise = (g - g.mean(1, keepdims=True)) / (g.std(1, ddof=1, keepdims=True) + 1e-5)
+    assert np.abs(noise).max() > 1e-4  # ...yet the normalisation turns its rounding into a signal
+    print(f"na-blog {shape}: |g - 1| <= {np.abs(g - 1).max():.1e}, spread {np.ptp(g, 1).mean():.1e}, "
+          f"normalised term std {noise.std():.3f}, range +-{np.abs(noise).max():.3f}")
+
+
+def test_every_arch_takes_every_attention_and_the_schema_lists_them():
+    import itertools
+    import json
+
+    from pipeline import config
+    from pipeline.models import ARCHS, ATTENTIONS
+
+    enum = json.loads(config.SCHEMA_FILE.read_text())["properties"]["experiments"]["items"]["enum"]
+    assert enum == [f"{a}-{t}" for a, t in itertools.product(ARCHS, ATTENTIONS)]
+    for arch, attention in itertools.product(ARCHS, ATTENTIONS):
+        model = build_model(arch, attention, 10, 64)
+        assert model(paddle.randn([1, 3, 64, 64])).shape == [1, 10]

@@ -14,6 +14,7 @@ from snakemake.utils import validate
 configfile: "params.yaml"
 
 
+config.update(cfg.typed_snakemake_config(config))
 try:
     cfg.validate(config, source="params.yaml with --config")
     SETTINGS = cfg.profile_settings(config)

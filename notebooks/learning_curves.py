@@ -18,8 +18,6 @@
 
 # %% tags=["parameters"]
 profile = "demo"
-experiments = ["alexnet-none", "alexnet-na-blog", "resnet18-none", "resnet18-na-blog"]
-seeds = [42]
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
@@ -42,10 +40,10 @@ for col, arch in enumerate(archs):
         epochs = [e["epoch"] for e in run["epochs"]]
         loss_ax.plot([s["step"] / steps_per_epoch for s in run["steps"]], [s["loss"] for s in run["steps"]],
                      color=colour, alpha=0.25, linewidth=0.8)
-        loss_ax.plot(epochs, [e["train_loss"] for e in run["epochs"]], color=colour, label=f"{label} train")
-        loss_ax.plot(epochs, [e["val_loss"] for e in run["epochs"]], "--", color=colour, label=f"{label} val")
-        acc_ax.plot(epochs, [e["train_acc"] for e in run["epochs"]], color=colour, label=f"{label} train")
-        acc_ax.plot(epochs, [e["val_acc"] for e in run["epochs"]], "--", color=colour, label=f"{label} val")
+        loss_ax.plot(epochs, [e["train_loss"] for e in run["epochs"]], "o-", ms=3, color=colour, label=f"{label} train")
+        loss_ax.plot(epochs, [e["val_loss"] for e in run["epochs"]], "o--", ms=3, color=colour, label=f"{label} val")
+        acc_ax.plot(epochs, [e["train_acc"] for e in run["epochs"]], "o-", ms=3, color=colour, label=f"{label} train")
+        acc_ax.plot(epochs, [e["val_acc"] for e in run["epochs"]], "o--", ms=3, color=colour, label=f"{label} val")
     dataset = next(r["train"]["dataset"] for r in loaded if r["arch"] == arch)
     loss_ax.set(title=f"{arch} on {dataset}: loss", xlabel="epoch", ylabel="label-smoothed cross entropy")
     acc_ax.set(title=f"{arch} on {dataset}: accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))

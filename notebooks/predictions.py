@@ -18,8 +18,6 @@
 
 # %% tags=["parameters"]
 profile = "demo"
-experiments = ["alexnet-none", "alexnet-na-blog", "resnet18-none", "resnet18-na-blog"]
-seeds = [42]
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%

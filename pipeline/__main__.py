@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from pipeline import device
 
@@ -56,6 +57,9 @@ def main(argv=None) -> int:
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except Exception:  # a bug, not bad input: keep the traceback, in the log too
+            traceback.print_exc()
+            return 2
     return 0
 
 

@@ -76,6 +76,24 @@ def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
     return validate(params, source=f"{path}" + (" with overrides" if overrides else ""))
 
 
+def _typed(value):
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def typed_snakemake_config(config: dict, path: Path = PARAMS_FILE) -> dict:
+    """Snakemake's config with --config values typed as params.yaml would type them.
+
+    Snakemake reads nested --config values with YAML's BaseLoader, so `seeds=[42,43]` arrives
+    as ['42', '43']; values equal to the file's are left alone.
+    """
+    on_disk = yaml.safe_load(Path(path).read_text())
+    return {key: value if on_disk.get(key) == value else _typed(value) for key, value in config.items()}
+
+
 def cli_overrides(config: dict, path: Path = PARAMS_FILE) -> list[str]:
     """The `key=value` pairs by which Snakemake's config differs from params.yaml on disk.
 
@@ -110,6 +128,11 @@ def profile_settings(params: dict, name: str | None = None) -> dict:
     return settings
 
 
+def experiments(params: dict) -> list[str]:
+    """"<arch>-<attention>" for every pair of the matrix."""
+    return [f"{arch}-{attention}" for arch in params["archs"] for attention in params["attentions"]]
+
+
 def split_experiment(experiment: str) -> tuple[str, str]:
     """"resnet18-na-blog" -> ("resnet18", "na-blog")."""
     arch, _, attention = experiment.partition("-")
@@ -129,13 +152,13 @@ def parse_run(run: str) -> tuple[str, int]:
 
 def runs(params: dict) -> list[str]:
     """Every training job of the experiment matrix, in a stable order."""
-    return [run_name(e, s) for e in params["experiments"] for s in params["seeds"]]
+    return [run_name(e, s) for e in experiments(params) for s in params["seeds"]]
 
 
 def run_settings(params: dict, run: str) -> dict:
     """Everything one training/evaluation job needs, with per-architecture values resolved."""
     experiment, seed = parse_run(run)
-    if experiment not in params["experiments"] or seed not in params["seeds"]:
+    if experiment not in experiments(params) or seed not in params["seeds"]:
         raise ConfigError(f"run {run!r} is not in the experiment matrix: {', '.join(runs(params))}")
     arch, attention = split_experiment(experiment)
     settings = profile_settings(params)
@@ -151,4 +174,4 @@ def run_settings(params: dict, run: str) -> dict:
 def datasets(params: dict) -> list[str]:
     """The datasets the experiment matrix trains on under the active profile."""
     by_arch = profile_settings(params)["datasets"]
-    return sorted({by_arch[split_experiment(e)[0]] for e in params["experiments"]})
+    return sorted({by_arch[arch] for arch in params["archs"]})

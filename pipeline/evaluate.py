@@ -16,10 +16,11 @@ import paddle
 
 from pipeline import atomic, config, device, images, paths
 from pipeline.data import load_prepared
-from pipeline.models import build_model, count_parameters
+from pipeline.models import Gate, NABlog, PooledNA, build_model, count_parameters
 from pipeline.train import evaluate, subset
 
 GRID_IMAGES = 18  # as many validation images as the post's prediction grid shows
+DIAGNOSTIC_IMAGES = 64  # the fixed batch (first validation images) the attention diagnostics use
 
 
 def throughput(model, batches: list[np.ndarray], warmup: int, dev: str) -> float:
@@ -32,6 +33,40 @@ def throughput(model, batches: list[np.ndarray], warmup: int, dev: str) -> float
             model(paddle.to_tensor(x))
         device.synchronize(dev)
     return sum(len(x) for x in batches) / (time.perf_counter() - start)
+
+
+def attention_diagnostics(model, batch: np.ndarray) -> list[dict]:
+    """Per attention layer, on one fixed batch: the context g before normalisation (its spread
+    across channels), the normalised term (g - mean) / (std + 1e-5), gamma, beta, and the gates.
+    """
+    inputs = {}
+    hooks = [layer.register_forward_pre_hook(lambda layer, args, name=name: inputs.__setitem__(name, args[0]))
+             for name, layer in model.named_sublayers() if isinstance(layer, (NABlog, PooledNA, Gate))]
+    with paddle.no_grad():
+        model(paddle.to_tensor(batch))
+        layers = dict(model.named_sublayers())
+        rows = []
+        for name, x in inputs.items():
+            layer = layers[name]
+            row = {"layer": name, "variant": type(layer).__name__, "channels": int(x.shape[1]),
+                   "beta": layer.beta.item(), "gamma": layer.gamma.item() if hasattr(layer, "gamma") else None}
+            if isinstance(layer, Gate):
+                gate = paddle.nn.functional.sigmoid(layer.beta).item()
+                row.update(gate_mean=gate, gate_min=gate, gate_max=gate)
+            else:
+                g = layer.context(x)
+                term = (g - g.mean(axis=1, keepdim=True)) / (g.std(axis=1, keepdim=True) + 1e-5)
+                gate = paddle.nn.functional.sigmoid(layer.gamma * term + layer.beta).numpy()
+                g, term = g.numpy(), term.numpy()
+                row.update(
+                    g_mean=float(g.mean()), g_spread=float(np.ptp(g, axis=1).mean()),
+                    term_min=float(term.min()), term_max=float(term.max()), term_std=float(term.std()),
+                    gate_mean=float(gate.mean()), gate_min=float(gate.min()), gate_max=float(gate.max()),
+                )
+            rows.append(row)
+    for hook in hooks:
+        hook.remove()
+    return rows
 
 
 def main(params: dict, run: str) -> None:
@@ -52,6 +87,9 @@ def main(params: dict, run: str) -> None:
     with atomic.atomic_path(paths.predictions(run)) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, inputs=grid, predicted=predicted, true=val_y[:GRID_IMAGES],
                             class_names=data["class_names"])
+    diagnostics = attention_diagnostics(model, images.test_batch(val_x[:DIAGNOSTIC_IMAGES], s["image_size"]))
+    atomic.write_json(paths.attention(run), {"attention": s["attention"], "images": min(len(val_x), DIAGNOSTIC_IMAGES),
+                                             "layers": diagnostics})
     atomic.write_json(paths.evaluation(run), {
         "val_acc": val_acc, "val_loss": val_loss, "val_images": len(val_y),
         "throughput_img_s": round(img_per_s, 1), "throughput_batch": s["eval_batch_size"],

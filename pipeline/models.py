@@ -48,7 +48,7 @@ class NABlog(nn.Layer):
         return x * nn.functional.sigmoid(g)
 
 
-class _PooledNA(nn.Layer):
+class PooledNA(nn.Layer):
     """Softmax-weighted pooling of x over positions, normalised over channels, as a channel gate.
 
     Subclasses give the per-position score whose softmax weights the pooling. gamma starts at
@@ -75,7 +75,7 @@ class _PooledNA(nn.Layer):
         return x * gate.unsqueeze([2, 3])
 
 
-class NAOfficial(_PooledNA):
+class NAOfficial(PooledNA):
     """The authors' code (NANet, resnet_na4.py): score = -|m - mean(m)| of the channel-mean map m."""
 
     def scores(self, x):
@@ -83,7 +83,7 @@ class NAOfficial(_PooledNA):
         return -paddle.abs(m - m.mean(axis=[1, 2], keepdim=True))
 
 
-class NAPaper(_PooledNA):
+class NAPaper(PooledNA):
     """The paper's printed formula read sensibly: score = -||x_i - C||_1, C the pooled context."""
 
     def scores(self, x):

@@ -19,8 +19,7 @@ class NotebookError(PipelineError):
 
 
 def parameters(params: dict) -> dict:
-    return {"profile": params["profile"], "experiments": params["experiments"], "seeds": params["seeds"],
-            "runs": config.runs(params)}
+    return {"profile": params["profile"], "runs": config.runs(params)}
 
 
 def to_html(notebook_path: Path) -> str:

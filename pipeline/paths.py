@@ -14,7 +14,7 @@ TRAIN_LOGS = Path("runs/train")
 EVALS = Path("runs/eval")
 REPORTS = Path("reports")
 NOTEBOOK_SOURCES = Path("notebooks")
-NOTEBOOKS = ("learning_curves", "predictions", "comparison")
+NOTEBOOKS = ("learning_curves", "predictions", "comparison", "diagnostics")
 COMPARISON_TABLE = REPORTS / "comparison.json"
 REPORT = REPORTS / "index.html"
 
@@ -47,6 +47,10 @@ def predictions(run: str) -> Path:
     return EVALS / run / "predictions.npz"
 
 
+def attention(run: str) -> Path:
+    return EVALS / run / "attention.json"
+
+
 def notebook_source(name: str) -> Path:
     return NOTEBOOK_SOURCES / f"{name}.py"
 
@@ -70,7 +74,9 @@ def notebook_io(name: str, runs: list[str]) -> tuple[list[Path], list[Path]]:
     if name == "predictions":
         return [predictions(r) for r in runs], [notebook_figure(name)]
     if name == "comparison":
-        return [p for r in runs for p in (train_summary(r), evaluation(r))], [COMPARISON_TABLE]
+        return [p for r in runs for p in (train_summary(r), evaluation(r), attention(r))], [COMPARISON_TABLE]
+    if name == "diagnostics":
+        return [attention(r) for r in runs], [notebook_figure(name)]
     raise KeyError(name)
 
 

@@ -115,19 +115,33 @@ PaddlePaddle and claims AlexNet on CIFAR-10 goes from 79.7% to 84.6% and ResNet1
 {banner(params['profile'], settings)}
 <table class="meta">{meta_rows}</table>
 
+<h2>Findings</h2>
+<ul class="findings">{''.join(f"<li>{html.escape(f)}</li>" for f in table['findings'])}</ul>
+
 <h2>Claimed against ours</h2>
 <p>Claimed figures are {html.escape(table['claim_source'])}; they are in italics. Ours: final-epoch train
 accuracy, validation accuracy of the best checkpoint, parameters as paddle.summary counts them, and
 inference throughput on {html.escape(', '.join(table['eval_device']))} (model forward of pre-processed batches
 after warm-up; the post's is {html.escape(table['claim_throughput_setup'])}, so only the ratio between
-configurations is comparable). Means over seeds.</p>
-{results.comparison_html(table['rows'], table['gains'])}
+configurations is comparable). Mean ± standard deviation over seeds.</p>
+{results.comparison_html(table['rows'])}
+
+<h2>Does NA help? Gains over the baseline and over the gate control</h2>
+<p>Rule: {html.escape(table['rule'])}. Test: {html.escape(table['test'])}. The gate control
+(y = x · sigmoid(beta), one learned scalar) is what na-blog reduces to.</p>
+{results.gains_html(table['gains'] + table['gate_controls'])}
 
 <h2>Learning curves</h2>
 {image_tag('learning_curves', 'Loss and accuracy curves, train and validation, per architecture')}
 
 <h2>Predictions on the first validation images</h2>
 {image_tag('predictions', 'Grid of validation images with predicted and true labels')}
+
+<h2>What the attention layers compute</h2>
+<p>Per attention layer of each trained model, on a fixed batch of validation images: the spread of
+the context g across channels before normalisation, the range of the normalised term, the learned
+gamma and beta, and the gate values.</p>
+{image_tag('diagnostics', 'Attention diagnostics per layer: g spread, normalised term, gamma and beta, gates')}
 
 <h2>Runs</h2>
 <table><tr><th>run</th><th>data</th><th>px</th><th>train images</th><th>val images</th><th>epochs</th>
@@ -145,7 +159,10 @@ treated as a no-op here.</li>
 <li>The post shows only ResNet18's results, not its notebook: its recipe and the 128 px data pipeline
 are assumed to be AlexNet's. Its parameter count identifies the model (Paddle's ResNet18, one NA after
 bn2 of each BasicBlock) exactly.</li>
-<li>NA here is the post's code ("na-blog"), op for op.</li>
+<li>"na-blog" is the post's NA code op for op. Its context g sums a softmax, so it is 1 for every
+channel up to rounding; "na-official" (the authors' code: softmax-weighted pooling of x by the
+channel-mean map) and "na-paper" (the paper's printed L1 formula read the same way) are the
+module as intended, and "gate" is the one-scalar control.</li>
 </ul>
 
 <h2>Notebooks</h2>

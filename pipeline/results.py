@@ -6,7 +6,7 @@ import csv
 import json
 import statistics
 
-from pipeline import config, paths
+from pipeline import config, paths, stats
 from pipeline.claims import CLAIMS
 
 
@@ -27,8 +27,15 @@ def load_run(run: str) -> dict:
     }
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values)
+def load_attention(run: str) -> dict:
+    return json.loads(paths.attention(run).read_text())
+
+
+def comparable(run: dict, claim: dict) -> bool:
+    """Whether a run followed the post's setting closely enough to test its claim."""
+    t = run["train"]
+    return (claim.get("dataset") == t["dataset"] and t["image_size"] == 128 and t["epochs"] == 50
+            and t["train_images"] == 50_000)
 
 
 def comparison(runs: list[dict]) -> list[dict]:
@@ -37,36 +44,100 @@ def comparison(runs: list[dict]) -> list[dict]:
     for experiment in dict.fromkeys(r["experiment"] for r in runs):
         mine = [r for r in runs if r["experiment"] == experiment]
         claim = CLAIMS.get(experiment, {})
+        train_acc = stats.summary([r["train"]["final_train_acc"] for r in mine])
+        val_acc = stats.summary([r["eval"]["val_acc"] for r in mine])
         ours = {
-            "train_acc": _mean([r["train"]["final_train_acc"] for r in mine]),
-            "val_acc": _mean([r["eval"]["val_acc"] for r in mine]),
+            "train_acc": train_acc["mean"], "val_acc": val_acc["mean"],
             "params": mine[0]["eval"]["params"]["total"],
-            "throughput_img_s": _mean([r["eval"]["throughput_img_s"] for r in mine]),
+            "throughput_img_s": statistics.fmean([r["eval"]["throughput_img_s"] for r in mine]),
         }
         rows.append({
             "experiment": experiment, "arch": mine[0]["arch"], "attention": mine[0]["attention"],
             "seeds": [r["seed"] for r in mine], "dataset": mine[0]["train"]["dataset"],
-            "claim_dataset": claim.get("dataset"), "ours": ours,
+            "claim_dataset": claim.get("dataset"), "comparable": all(comparable(r, claim) for r in mine),
+            "ours": ours, "spread": {"train_acc": train_acc, "val_acc": val_acc},
+            "val_accs": [r["eval"]["val_acc"] for r in mine],
             "claim": {k: claim.get(k) for k in ours},
             "difference": {k: (ours[k] - claim[k]) if claim.get(k) is not None else None for k in ours},
         })
     return rows
 
 
-def na_gains(rows: list[dict]) -> list[dict]:
-    """Val-accuracy gain of each attention variant over its architecture's baseline, ours and claimed."""
+def gains(rows: list[dict], against: str = "none") -> list[dict]:
+    """Each attention variant against `against` on the same architecture: Welch test over seeds,
+    the post's claimed gain (against the baseline only) and the verdict by stats.RULE."""
     by_key = {(r["arch"], r["attention"]): r for r in rows}
-    gains = []
+    out = []
     for r in rows:
-        base = by_key.get((r["arch"], "none"))
-        if r["attention"] == "none" or base is None:
+        other = by_key.get((r["arch"], against))
+        if r["attention"] in ("none", against) or other is None:
             continue
         claimed = None
-        if r["claim"]["val_acc"] is not None and base["claim"]["val_acc"] is not None:
-            claimed = r["claim"]["val_acc"] - base["claim"]["val_acc"]
-        gains.append({"arch": r["arch"], "attention": r["attention"], "dataset": r["dataset"],
-                      "ours": r["ours"]["val_acc"] - base["ours"]["val_acc"], "claim": claimed})
-    return gains
+        if against == "none" and r["claim"]["val_acc"] is not None and other["claim"]["val_acc"] is not None:
+            claimed = r["claim"]["val_acc"] - other["claim"]["val_acc"]
+        test = stats.welch(r["val_accs"], other["val_accs"])
+        out.append({"arch": r["arch"], "attention": r["attention"], "against": against, "dataset": r["dataset"],
+                    "test": test, "claim": claimed,
+                    "verdict": stats.verdict(test, claimed, r["comparable"] and other["comparable"])})
+    return out
+
+
+def na_blog_degeneracy(attention: list[dict]) -> dict | None:
+    """What the trained na-blog layers actually compute, over every na-blog run."""
+    layers = [layer for a in attention if a["attention"] == "na-blog" for layer in a["layers"]]
+    if not layers:
+        return None
+    return {
+        "layers": len(layers), "runs": sum(a["attention"] == "na-blog" for a in attention),
+        "g_mean_min": min(x["g_mean"] for x in layers), "g_mean_max": max(x["g_mean"] for x in layers),
+        "g_spread_max": max(x["g_spread"] for x in layers),
+        "term_abs_max": max(max(-x["term_min"], x["term_max"]) for x in layers),
+        "gamma_min": min(x["gamma"] for x in layers), "gamma_max": max(x["gamma"] for x in layers),
+        "gate_min": min(x["gate_min"] for x in layers), "gate_max": max(x["gate_max"] for x in layers),
+    }
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def _test_text(test: dict) -> str:
+    if test["ci_low"] is None:
+        return (f"{_points(test['diff'])} points from {test['n_variant']} and {test['n_baseline']} seed(s), "
+                "too few to judge")
+    return (f"{_points(test['diff'])} points (95% CI {_points(test['ci_low'])} to {_points(test['ci_high'])}, "
+            f"Welch p = {test['p_value']:.3f}, {test['n_variant']} and {test['n_baseline']} seeds)")
+
+
+def findings(profile: str, rows: list[dict], gains_vs_baseline: list[dict], gains_vs_gate: list[dict],
+             degeneracy: dict | None) -> list[str]:
+    """The report's opening sentences: templates filled from the artifacts, nothing typed in by hand."""
+    out = []
+    if not any(r["comparable"] for r in rows):
+        data = ", ".join(sorted({r["dataset"] for r in rows}))
+        out.append(f"This is the {profile} profile: the runs trained on {data} with a shortened recipe, so the "
+                   "post's claims are not tested here; the sentences below describe these runs only.")
+    for g in gains_vs_baseline:
+        if g["claim"] is None:
+            continue
+        out.append(f"{g['arch']} + {g['attention']} against its baseline on {g['dataset']}: {_test_text(g['test'])}; "
+                   f"the post claims {_points(g['claim'])} points. Verdict: {g['verdict']}.")
+    if degeneracy:
+        d = degeneracy
+        out.append(
+            f"In the {d['layers']} na-blog layers of {d['runs']} trained model(s), the context g averages "
+            f"{d['g_mean_min']:.6f} to {d['g_mean_max']:.6f} and spreads at most {d['g_spread_max']:.1e} across "
+            f"channels: it is a softmax summed over positions, 1 up to rounding. The normalised term that drives "
+            f"the gate is that rounding, scaled up to at most ±{d['term_abs_max']:.3f}; training left gamma between "
+            f"{d['gamma_min']:.3f} and {d['gamma_max']:.3f} (it starts at 1), so the gates stay within "
+            f"{d['gate_min']:.3f} to {d['gate_max']:.3f}: in effect one learned scalar per layer.")
+    blog_vs_gate = [g for g in gains_vs_gate if g["attention"] == "na-blog"]
+    for g in blog_vs_gate:
+        out.append(f"{g['arch']}: na-blog against the scalar gate control: {_test_text(g['test'])}.")
+    if degeneracy and not blog_vs_gate:
+        out.append("No gate control ran beside na-blog; add gate to `attentions` to test whether na-blog "
+                   "does more than a learned scalar.")
+    return out
 
 
 def _fmt(value, kind: str) -> str:
@@ -83,26 +154,36 @@ COLUMNS = (("train_acc", "train acc", "acc"), ("val_acc", "val acc", "acc"),
            ("params", "params", "count"), ("throughput_img_s", "img/s", "count"))
 
 
-def comparison_html(rows: list[dict], gains: list[dict]) -> str:
-    """The claimed-vs-ours table and the NA-gain table, as plain HTML (notebook and report)."""
+def comparison_html(rows: list[dict]) -> str:
+    """Claimed against ours per configuration, as plain HTML (notebook and report)."""
     head = "".join(f"<th>{label}<br>ours</th><th>post</th><th>diff</th>" for _, label, _ in COLUMNS)
     body = ""
     for r in rows:
-        cells = "".join(
-            f"<td>{_fmt(r['ours'][k], kind)}</td><td class='claim'>{_fmt(r['claim'][k], kind)}</td>"
-            f"<td>{_signed(r['difference'][k], kind)}</td>"
-            for k, _, kind in COLUMNS
-        )
+        cells = ""
+        for key, _, kind in COLUMNS:
+            ours = _fmt(r["ours"][key], kind)
+            sd = r.get("spread", {}).get(key, {}).get("sd")
+            if sd is not None:
+                ours += f" ± {sd:.4f}"
+            cells += (f"<td>{ours}</td><td class='claim'>{_fmt(r['claim'][key], kind)}</td>"
+                      f"<td>{_signed(r['difference'][key], kind)}</td>")
         body += (f"<tr><td>{r['experiment']}</td><td>{r['dataset']} / {r['claim_dataset'] or '–'}</td>"
                  f"<td>{len(r['seeds'])}</td>{cells}</tr>")
-    gain_rows = "".join(
-        f"<tr><td>{g['arch']}</td><td>{g['attention']}</td><td>{g['dataset']}</td>"
-        f"<td>{_signed(g['ours'], 'acc')}</td><td class='claim'>{_signed(g['claim'], 'acc')}</td></tr>"
-        for g in gains
-    )
-    return (
-        "<table class='comparison'><tr><th>configuration</th><th>data<br>ours / post</th><th>seeds</th>"
-        f"{head}</tr>{body}</table>"
-        "<table class='gains'><tr><th>architecture</th><th>attention</th><th>data</th>"
-        f"<th>val-acc gain over baseline, ours</th><th>claimed gain</th></tr>{gain_rows}</table>"
-    )
+    return (f"<table class='comparison'><tr><th>configuration</th><th>data<br>ours / post</th><th>seeds</th>{head}</tr>"
+            f"{body}</table>")
+
+
+def gains_html(gains: list[dict]) -> str:
+    """Each variant's val-acc gain with its 95% interval, p-value and verdict."""
+    body = ""
+    for g in gains:
+        t = g["test"]
+        ci = "–" if t["ci_low"] is None else f"{_points(t['ci_low'])} to {_points(t['ci_high'])}"
+        p = "–" if t["p_value"] is None else f"{t['p_value']:.3f}"
+        claim = "–" if g["claim"] is None else _points(g["claim"])
+        body += (f"<tr><td>{g['arch']}</td><td>{g['attention']}</td><td>{g['against']}</td><td>{g['dataset']}</td>"
+                 f"<td>{_points(t['diff'])}</td><td>{ci}</td><td>{p}</td><td>{t['n_variant']} / {t['n_baseline']}</td>"
+                 f"<td class='claim'>{claim}</td><td>{g['verdict']}</td></tr>")
+    return ("<table class='gains'><tr><th>architecture</th><th>variant</th><th>against</th><th>data</th>"
+            "<th>val-acc gain, points</th><th>95% CI</th><th>Welch p</th><th>seeds</th><th>claimed gain</th>"
+            f"<th>verdict</th></tr>{body}</table>")

@@ -15,7 +15,7 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 
 def table(params: dict) -> list[dict]:
     rows = []
-    for experiment in params["experiments"]:
+    for experiment in config.experiments(params):
         s = config.run_settings(params, config.run_name(experiment, params["seeds"][0]))
         model = build_model(s["arch"], s["attention"], NUM_CLASSES[s["dataset"]], s["image_size"])
         claim = CLAIMS.get(experiment, {})

@@ -38,6 +38,7 @@ rule evaluate:
     output:
         paths.evaluation("{run}"),
         paths.predictions("{run}"),
+        paths.attention("{run}"),
     log:
         paths.log("evaluate", "{run}"),
     params:

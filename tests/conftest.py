@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,17 +29,23 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = 
     return proc
 
 
-def copy_project(dest: Path, profile: str | None = None) -> Path:
-    """The project's own files (tracked or new, not ignored) in a fresh git repo, as a clone has them."""
+def copy_project(dest: Path, **params: str) -> Path:
+    """The project's own files (tracked or new, not ignored) in a fresh git repo, as a clone has them.
+
+    Keyword arguments replace top-level params.yaml values (YAML text), e.g. profile="ci".
+    """
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
     for rel in filter(None, listed):
         if (ROOT / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dest / rel)
-    if profile:
-        params = dest / "params.yaml"
-        params.write_text(params.read_text().replace("\nprofile: demo\n", f"\nprofile: {profile}\n", 1))
+    params_file = dest / "params.yaml"
+    text = params_file.read_text()
+    for key, value in params.items():
+        text, count = re.subn(rf"^{key}: .*$", f"{key}: {value}", text, count=1, flags=re.M)
+        assert count == 1, f"params.yaml has no top-level {key}"
+    params_file.write_text(text)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, check=True)

@@ -48,7 +48,7 @@ def test_top_level_overrides_win_over_the_profile(monkeypatch):
     [
         ("epoch=3", "unknown key epoch; allowed keys there:"),
         ("profile=papers", "profile is 'papers'; allowed values: demo, paper, ci"),
-        ("experiments=[alexnet-na]", "experiments.0 is 'alexnet-na'; allowed values: alexnet-none"),
+        ("attentions=[na]", "attentions.0 is 'na'; allowed values: none, na-blog, na-official, na-paper, gate"),
         ("epochs=-1", "epochs: -1 is less than the minimum of 1"),
         ("epochs=many", "epochs: 'many' is not of type 'integer'"),
         ("device=tpu", "device is 'tpu'; allowed values: auto, cpu, gpu"),
@@ -76,3 +76,12 @@ def test_run_names_round_trip():
     assert config.split_experiment("resnet18-na-blog") == ("resnet18", "na-blog")
     with pytest.raises(config.ConfigError):
         config.parse_run("alexnet-none")
+
+
+def test_snakemake_config_strings_are_typed_like_the_file(params):
+    # What `snakemake --config 'seeds=[42,43]' 'image_size={alexnet: 96, resnet18: 32}'` hands the Snakefile.
+    raw = {**params, "seeds": ["42", "43"], "image_size": {"alexnet": "96", "resnet18": "32"}}
+    typed = config.typed_snakemake_config(raw)
+    assert typed["seeds"] == [42, 43] and typed["image_size"] == {"alexnet": 96, "resnet18": 32}
+    assert typed["profiles"] is params["profiles"]  # untouched where it equals params.yaml
+    config.validate(typed)

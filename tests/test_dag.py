@@ -63,7 +63,7 @@ def both(tmp_path_factory):
 def test_same_commands(both):
     snake, dvc = both
     assert set(snake) == set(dvc)
-    assert len(snake) == 1 + 4 + 4 + 3 + 1  # data, 4 x train, 4 x evaluate, 3 notebooks, report
+    assert len(snake) == 1 + 4 + 4 + 4 + 1  # data, 4 x train, 4 x evaluate, 4 notebooks, report
 
 
 def test_same_outputs(both):
@@ -98,3 +98,10 @@ def test_demo_training_jobs_hold_no_gpu(both):
 def test_snakemake_lint_is_clean(project):
     proc = run(["snakemake", "--lint"], cwd=project)
     assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_ablation_is_planned_from_the_command_line(project):
+    ablation = ["--config", "profile=paper", "attentions=[none,na-blog,na-official,na-paper,gate]", "seeds=[42,43,44]"]
+    jobs = snakemake_jobs(project, *ablation)
+    trained = sorted(c.split()[4] for c, j in jobs.items() if j["rule"] == "train")
+    assert len(trained) == 2 * 5 * 3 and "resnet18-na-official-s44" in trained

@@ -13,13 +13,17 @@ from pipeline import device
 from tests.conftest import copy_project, run
 
 pytestmark = pytest.mark.e2e
-RUNS = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
+CONFIGURATIONS = [f"{a}-{t}" for a in ("alexnet", "resnet18") for t in ("none", "na-blog", "gate")]
+RUNS = [f"{c}-s{seed}" for c in CONFIGURATIONS for seed in (42, 43)]
+FIGURES = 3  # learning curves, prediction grid, attention diagnostics
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A fresh project copy on the ci profile after `snakemake --cores 4 all`."""
-    project = copy_project(tmp_path_factory.mktemp("e2e") / "project", profile="ci")
+    """A fresh project copy on the ci profile, with the gate control and two seeds, after
+    `snakemake --cores 4 all`: enough runs for the statistics to say something."""
+    project = copy_project(tmp_path_factory.mktemp("e2e") / "project", profile="ci",
+                           attentions="[none, na-blog, gate]", seeds="[42, 43]")
     run(["snakemake", "--cores", "4", "all"], cwd=project)
     return project
 
@@ -27,13 +31,13 @@ def built(tmp_path_factory):
 def test_report_shows_every_configuration_beside_the_claim(built):
     page = (built / "reports/index.html").read_text()
     assert "CI PROFILE: NOT THE PAPER" in page
-    for experiment in ("alexnet-none", "alexnet-na-blog", "resnet18-none", "resnet18-na-blog"):
+    for experiment in CONFIGURATIONS:
         assert f"<td>{experiment}</td>" in page
     assert "0.7967" in page and "0.8458" in page  # the post's claimed val accuracies, labelled as the claim
-    assert page.count('src="data:image/png;base64,') == 2  # learning curves and prediction grid
+    assert page.count('src="data:image/png;base64,') == FIGURES
     # Self-contained: nothing to fetch, so it opens offline.
     assert "<script" not in page and not re.search(r"""(src|href)=["']?(https?:)?//|url\(|@import""", page)
-    for name in ("learning_curves", "predictions", "comparison"):
+    for name in ("learning_curves", "predictions", "comparison", "diagnostics"):
         assert f'href="notebooks/{name}.html"' in page
         assert (built / f"reports/notebooks/{name}.html").exists()
 
@@ -42,8 +46,27 @@ def test_every_number_comes_from_artifacts(built):
     table = json.loads((built / "reports/comparison.json").read_text())
     row = next(r for r in table["rows"] if r["experiment"] == "alexnet-na-blog")
     evaluation = json.loads((built / "runs/eval/alexnet-na-blog-s42/metrics.json").read_text())
-    assert row["ours"]["val_acc"] == evaluation["val_acc"]
-    assert f"{evaluation['val_acc']:.4f}" in (built / "reports/index.html").read_text()
+    other_seed = json.loads((built / "runs/eval/alexnet-na-blog-s43/metrics.json").read_text())
+    assert row["ours"]["val_acc"] == pytest.approx((evaluation["val_acc"] + other_seed["val_acc"]) / 2)
+    assert f"{row['ours']['val_acc']:.4f}" in (built / "reports/index.html").read_text()
+
+
+def test_statistics_and_findings_come_from_the_runs(built):
+    table = json.loads((built / "reports/comparison.json").read_text())
+    gain = next(g for g in table["gains"] if g["arch"] == "alexnet" and g["attention"] == "na-blog")
+    test = gain["test"]
+    assert test["n_variant"] == test["n_baseline"] == 2 and test["ci_low"] <= test["diff"] <= test["ci_high"]
+    assert 0 <= test["p_value"] <= 1
+    assert gain["verdict"].startswith("not comparable")  # ci data is not CIFAR
+    assert {(g["arch"], g["attention"]) for g in table["gate_controls"]} == {("alexnet", "na-blog"),
+                                                                             ("resnet18", "na-blog")}
+    degeneracy = table["na_blog"]
+    assert degeneracy["layers"] == 2 * (5 + 8) and degeneracy["g_spread_max"] < 1e-5
+    findings = " ".join(table["findings"])
+    assert "ci profile" in findings and "na-blog against the scalar gate control" in findings
+    assert f"{degeneracy['g_spread_max']:.1e}" in findings
+    page = (built / "reports/index.html").read_text()
+    assert "<h2>Findings</h2>" in page and "95% CI" in page and "Welch" in page
 
 
 def test_notebooks_were_executed_by_papermill_with_parameters(built):
@@ -99,7 +122,7 @@ def test_report_renders_in_headless_chromium(built):
         driver.get((built / "reports/index.html").as_uri())
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-        assert len(images) == 2 and all(ok and w > 100 and h > 100 for ok, w, h in images)
+        assert len(images) == FIGURES and all(ok and w > 100 and h > 100 for ok, w, h in images)
         assert "NA" in driver.title
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []

@@ -27,6 +27,11 @@ def checkpoints(run: str) -> Path:
     return CHECKPOINTS / run
 
 
+def resume_dir(run: str) -> Path:
+    """A training job's work in progress (per-epoch state, best checkpoint so far); not an output."""
+    return Path("runs/resume") / run
+
+
 def train_steps(run: str) -> Path:
     return TRAIN_LOGS / run / "steps.csv"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import random
+import shutil
 import time
 
 import numpy as np
@@ -67,6 +68,32 @@ def save_checkpoint(model, optimizer, stem) -> None:
             paddle.save(obj, str(tmp))
 
 
+def save_state(path, model, optimizer, scheduler, progress: dict, settings: dict) -> None:
+    """Everything needed to continue after the last complete epoch, written atomically."""
+    state = {"settings": settings, "progress": progress, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}}
+    with atomic.atomic_path(path) as tmp:
+        paddle.save(state, str(tmp))
+
+
+def load_state(path, model, optimizer, scheduler, settings: dict) -> dict | None:
+    """The saved progress if `path` holds a state of this very run (same settings), else None."""
+    if not path.exists():
+        return None
+    state = paddle.load(str(path))
+    if state["settings"] != settings:
+        print(f"{path}: saved for other settings; starting over")
+        return None
+    model.set_state_dict(state["model"])
+    optimizer.set_state_dict(state["optimizer"])
+    scheduler.set_state_dict(state["scheduler"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    paddle.set_rng_state(state["rng"]["paddle"])
+    return state["progress"]
+
+
 def main(params: dict, run: str) -> None:
     s = config.run_settings(params, run)
     dev = device.select(s["device"])
@@ -92,15 +119,21 @@ def main(params: dict, run: str) -> None:
         batch_size=s["batch_size"], shuffle=True, drop_last=True, num_workers=s["num_workers"],
         use_shared_memory=s["num_workers"] > 0,
     )
-    out = paths.checkpoints(run)
-    out.mkdir(parents=True, exist_ok=True)
-    step_rows, epoch_rows = [], []
-    best_acc, best_epoch, step = -1.0, 0, 0
-    started = time.perf_counter()
+    # Work in progress lives outside the declared outputs, which Snakemake and DVC delete
+    # before rerunning a job; the outputs appear only when the run is complete.
+    work = paths.resume_dir(run)
+    state_file = work / "state.pdckpt"
+    progress = load_state(state_file, model, optimizer, scheduler, s)
+    if progress is None:
+        progress = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0,
+                    "step_rows": [], "epoch_rows": []}
+    else:
+        print(f"{run}: resuming after epoch {progress['epoch']} from {state_file}")
+    started = time.perf_counter() - progress["elapsed"]
     print(f"{run}: {s['arch']} + {s['attention']} on {s['dataset']} ({len(train_x)} train, {len(val_x)} val, "
           f"{s['image_size']} px), {s['epochs']} epochs on {device.describe(dev)}")
 
-    for epoch in range(1, s["epochs"] + 1):
+    for epoch in range(progress["epoch"] + 1, s["epochs"] + 1):
         model.train()
         lr = optimizer.get_lr()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -113,34 +146,42 @@ def main(params: dict, run: str) -> None:
             scheduler.step()
             optimizer.clear_grad()
             loss_value = float(loss)
+            step = progress["step"]
             if not np.isfinite(loss_value):
-                raise TrainingError(f"{run}: loss became {loss_value} at step {step} (epoch {epoch}); lower lr")
+                raise TrainingError(f"{run}: loss became {loss_value} at step {step} (epoch {epoch}); "
+                                    f"the last complete epoch is kept in {state_file}; lower lr and rerun")
             if step % s["log_every"] == 0:
-                step_rows.append({"step": step, "epoch": epoch, "loss": loss_value})
+                progress["step_rows"].append({"step": step, "epoch": epoch, "loss": loss_value})
                 bar.set_postfix(loss=f"{loss_value:.3f}")
             loss_sum += loss_value * len(y)
             correct += int((logits.argmax(axis=-1) == y).sum())
             seen += len(y)
-            step += 1
+            progress["step"] += 1
         val_loss, val_acc = evaluate(model, val_x, val_y, s["image_size"], s["eval_batch_size"], s["label_smoothing"])
         row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - started}
-        epoch_rows.append(row)
+        progress["epoch_rows"].append(row)
         print(f"{run} epoch {epoch}/{s['epochs']}: lr {lr:.2e}  train loss {row['train_loss']:.4f} "
               f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}", flush=True)
-        if val_acc > best_acc:
-            best_acc, best_epoch = val_acc, epoch
-            save_checkpoint(model, optimizer, out / "best")
-    save_checkpoint(model, optimizer, out / "final")
+        if val_acc > progress["best_acc"]:
+            progress["best_acc"], progress["best_epoch"] = val_acc, epoch
+            save_checkpoint(model, optimizer, work / "best")
+        progress.update(epoch=epoch, elapsed=row["seconds"])
+        save_state(state_file, model, optimizer, scheduler, progress, s)
 
-    write_csv(paths.train_steps(run), step_rows)
-    write_csv(paths.train_epochs(run), epoch_rows)
-    last = epoch_rows[-1]
+    with atomic.atomic_dir(paths.checkpoints(run)) as out:
+        save_checkpoint(model, optimizer, out / "final")
+        for suffix in (".pdparams", ".pdopt"):
+            shutil.copy2(work / f"best{suffix}", out / f"best{suffix}")
+    write_csv(paths.train_steps(run), progress["step_rows"])
+    write_csv(paths.train_epochs(run), progress["epoch_rows"])
+    last = progress["epoch_rows"][-1]
     atomic.write_json(paths.train_summary(run), {
-        "best_val_acc": best_acc, "best_epoch": best_epoch,
+        "best_val_acc": progress["best_acc"], "best_epoch": progress["best_epoch"],
         "final_train_acc": last["train_acc"], "final_train_loss": last["train_loss"],
-        "final_val_acc": last["val_acc"], "epochs": s["epochs"], "steps": step,
+        "final_val_acc": last["val_acc"], "epochs": s["epochs"], "steps": progress["step"],
         "train_images": len(train_x), "val_images": len(val_x), "image_size": s["image_size"],
         "dataset": s["dataset"], "device": device.describe(dev), "seconds": round(last["seconds"], 1),
         "params": count_parameters(model),
     })
+    shutil.rmtree(work)

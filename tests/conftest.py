@@ -18,10 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # snakemake, dvc, ... of the environment running the tests
 
 
+def command_env(extra: dict | None = None) -> dict:
+    return {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(extra or {})}
+
+
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = None, timeout: int = 900):
     """Run a real command the way a user would; return the CompletedProcess (text output)."""
-    full_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run(cmd, cwd=cwd, env=command_env(env), capture_output=True, text=True, timeout=timeout,
                           shell=isinstance(cmd, str))
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -61,3 +62,41 @@ def test_paper_profile_refuses_to_train_without_gpu(project):
     assert proc.stderr.strip().startswith("error: no GPU found") and "device=cpu" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (project / "runs").exists()
+
+
+def test_killed_training_resumes_to_the_same_result(project):
+    """SIGKILL a real training process mid-run, rerun it, and get what an uninterrupted run gives."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import command_env
+
+    name = "alexnet-na-blog-s42"
+    args = ["python", "-m", "pipeline", "train", name, "--set", "profile=ci", "--set", "epochs=3",
+            "--set", "batch_size=16", "--set", "train_subset=512"]
+    run(["python", "-m", "pipeline", "data", "--set", "profile=ci"], cwd=project)
+    run(args, cwd=project)
+    reference = (epoch_rows(project, name), paddle.load(str(project / f"runs/checkpoints/{name}/final.pdparams")))
+    assert not (project / f"runs/resume/{name}").exists()  # cleaned up after a complete run
+    for output in (project / f"runs/checkpoints/{name}", project / f"runs/train/{name}"):
+        shutil.rmtree(output)
+
+    proc = subprocess.Popen(args, cwd=project, env=command_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = project / f"runs/resume/{name}/state.pdckpt"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the second epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (project / f"runs/checkpoints/{name}").exists()  # no output looks complete
+    assert not (project / f"runs/train/{name}/summary.json").exists()
+
+    resumed = run(args, cwd=project)
+    assert "resuming after epoch" in resumed.stdout
+    rows, weights = epoch_rows(project, name), paddle.load(str(project / f"runs/checkpoints/{name}/final.pdparams"))
+    assert rows == reference[0]
+    assert all(np.array_equal(weights[k].numpy(), reference[1][k].numpy()) for k in weights)

@@ -10,9 +10,13 @@ scikit-learn's wheel and go through the same prepared format:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
+import os
 import pickle
+import socket
 import tarfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -55,47 +59,97 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(url: str, target: Path) -> None:
-    """Stream `url` to `target` with a progress bar; `target` appears only when complete."""
-    with urllib.request.urlopen(url, timeout=30) as response, atomic.atomic_path(target) as tmp:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with open(tmp, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc=target.name, mininterval=1
-        ) as bar:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                out.write(chunk)
-                bar.update(len(chunk))
+# How patient a download is: seconds without a byte before a stalled server counts as failed,
+# attempts per URL, and the first pause between attempts (doubled after each).
+TIMEOUT = 30
+ATTEMPTS = 4
+BACKOFF = 1.0
+
+
+class DownloadFailed(Exception):
+    """One URL did not deliver; the message says how (for the list of what was tried)."""
+
+
+def _download(url: str, part: Path) -> None:
+    """Fetch `url` into `part`, continuing a partial file with an HTTP Range request.
+
+    Retries dropped connections, stalls and 5xx answers with backoff; gives up at once on
+    DNS failures and 4xx answers, which another attempt would not change.
+    """
+    for attempt in range(1, ATTEMPTS + 1):
+        have = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+                if "html" in response.headers.get("Content-Type", ""):
+                    raise DownloadFailed("got an HTML page, not the archive (an error or login page?)")
+                if have and response.status != 206:  # the server ignored Range: start over
+                    have = 0
+                length = response.headers.get("Content-Length")
+                total = have + int(length) if length else None
+                with open(part, "ab" if have else "wb") as out, tqdm(
+                    total=total, initial=have, unit="B", unit_scale=True, desc=part.name, mininterval=1
+                ) as bar:
+                    for chunk in iter(lambda: response.read(1 << 20), b""):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            if total is None or part.stat().st_size >= total:
+                return
+            problem = f"connection dropped at {part.stat().st_size:,} of {total:,} bytes"
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have:  # nothing left to send: the partial file is whole
+                return
+            if exc.code < 500:
+                raise DownloadFailed(f"HTTP {exc.code} {exc.reason}") from None
+            problem = f"HTTP {exc.code} {exc.reason}"
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, socket.gaierror):  # no DNS: offline, retrying will not help
+                raise DownloadFailed(f"cannot resolve host ({exc.reason.strerror})") from None
+            problem = str(exc.reason)
+        except (http.client.HTTPException, OSError) as exc:  # dropped, reset or timed out mid-body
+            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if attempt < ATTEMPTS:
+            time.sleep(BACKOFF * 2 ** (attempt - 1))
+    raise DownloadFailed(f"{problem} ({ATTEMPTS} attempts)")
 
 
 def fetch_archive(dataset: str, download: dict) -> Path:
-    """The verified archive for a CIFAR dataset: found in raw_dir, or downloaded there."""
+    """The verified archive for a CIFAR dataset: found in raw_dir, or downloaded there.
+
+    A download goes to <name>.part and is moved into place only after its md5 matches;
+    mirrors are tried in order, the official URL last.
+    """
     spec = CIFAR[dataset]
     name = spec["archive"]
     expected = download["md5"].get(name, spec["md5"])
     target = Path(download["raw_dir"]) / name
-    if not target.exists():
-        urls = [m.rstrip("/") + "/" + name for m in download["mirrors"]] + [OFFICIAL_BASE_URL + name]
-        failures = []
-        for url in urls:
-            try:
-                _download(url, target)
-                break
-            except urllib.error.HTTPError as exc:
-                failures.append(f"{url} (HTTP {exc.code} {exc.reason})")
-            except (urllib.error.URLError, OSError) as exc:
-                failures.append(f"{url} ({getattr(exc, 'reason', exc)})")
-        else:
+    if target.exists():
+        actual = md5sum(target)
+        if actual != expected:
             raise DataError(
-                f"could not download {name}: tried {'; '.join(failures)}. Offline? Download {name} "
-                f"from {OFFICIAL_BASE_URL + name} and put it at {target}, or set download.mirrors in params.yaml"
+                f"{target} has md5 {actual}, expected {expected}. Delete it to download again, or if it is a "
+                f"re-packed copy you trust, set download.md5.{name}: {actual} in params.yaml"
             )
-    actual = md5sum(target)
-    if actual != expected:
-        raise DataError(
-            f"{target} has md5 {actual}, expected {expected}. Delete it to download again, or if it is a "
-            f"re-packed copy you trust, set download.md5.{name}: {actual} in params.yaml"
-        )
-    return target
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(name + ".part")
+    failures = []
+    for url in [m.rstrip("/") + "/" + name for m in download["mirrors"]] + [OFFICIAL_BASE_URL + name]:
+        try:
+            _download(url, part)
+        except DownloadFailed as exc:
+            failures.append(f"{url} ({exc})")
+            continue
+        actual = md5sum(part)
+        if actual == expected:
+            os.replace(part, target)
+            return target
+        part.unlink()
+        failures.append(f"{url} (md5 {actual}, expected {expected})")
+    raise DataError(
+        f"could not download {name}: tried {'; '.join(failures)}. Offline? Download {name} "
+        f"from {OFFICIAL_BASE_URL + name} and put it at {target}, or set download.mirrors in params.yaml"
+    )
 
 
 class _CifarUnpickler(pickle.Unpickler):

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -74,5 +75,60 @@ def http_server(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", served
+    server.shutdown()
+    server.server_close()
+
+
+class _ArchiveHandler(http.server.BaseHTTPRequestHandler):
+    """Serves server.files with Range support, misbehaving as server.faults[name] says, one fault
+    per request in order: "404", "500", "html", "stall" (answer late), "drop" (close mid-body),
+    "wrong" (other bytes)."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        name = self.path.lstrip("/")
+        self.server.requests.append((name, self.headers.get("Range")))
+        queue = self.server.faults.get(name, [])
+        fault = queue.pop(0) if queue else None
+        data = self.server.files.get(name)
+        if fault == "stall":
+            time.sleep(self.server.stall_seconds)
+        if fault in ("404", "500") or data is None:
+            self.send_error(int(fault or 404))
+            return
+        if fault == "html":
+            body = b"<html><body>Please log in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if fault == "wrong":
+            data = bytes(b ^ 0xFF for b in data)
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Type", "application/gzip")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        self.wfile.write(body[: len(body) // 2] if fault == "drop" else body)
+
+
+@pytest.fixture
+def archive_server():
+    """A real HTTP server on 127.0.0.1 that misbehaves on request; yields the server object
+    (set .files and .faults; read .requests) with .url as its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ArchiveHandler)
+    server.files, server.faults, server.requests, server.stall_seconds = {}, {}, [], 2.0
+    server.daemon_threads = True
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
     server.shutdown()
     server.server_close()

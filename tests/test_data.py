@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +20,12 @@ def download_settings(tmp_path, mirrors=(), md5=None) -> dict:
 
 @pytest.fixture
 def no_internet(monkeypatch):
-    """Make the official URL unreachable even on a networked machine: a proxy that refuses."""
+    """Make the official URL unreachable even on a networked machine: a proxy that refuses.
+    Downloads are made impatient so that failing ones fail fast."""
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setattr(data, "BACKOFF", 0.0)
+    monkeypatch.setattr(data, "TIMEOUT", 0.5)
 
 
 def test_reads_official_cifar10_format(tmp_path):
@@ -121,3 +125,52 @@ def test_data_stage_writes_prepared_arrays(project, http_server, no_internet):
     with np.load(project / "data/prepared/cifar100.npz") as npz:
         assert npz["train_images"].shape == (60, 32, 32, 3)
     assert (project / "data/prepared/cifar10.npz").exists()
+
+
+@pytest.fixture
+def served_cifar10(tmp_path, archive_server):
+    archive = cifar_archives.cifar10(tmp_path / "build" / "cifar-10-python.tar.gz")
+    archive_server.files[archive.name] = archive.read_bytes()
+    settings = download_settings(tmp_path, mirrors=[archive_server.url], md5={archive.name: cifar_archives.md5(archive)})
+    return archive, settings
+
+
+@pytest.mark.parametrize("faults", [["drop"], ["drop", "drop"], ["500"], ["500", "stall"]])
+def test_download_recovers_from_a_misbehaving_server(served_cifar10, archive_server, no_internet, faults):
+    archive, settings = served_cifar10
+    archive_server.faults[archive.name] = list(faults)
+    path = data.fetch_archive("cifar10", settings)
+    assert path.read_bytes() == archive.read_bytes()
+    assert not path.with_name(path.name + ".part").exists()
+    if "drop" in faults:  # the second request continued where the first stopped
+        assert archive_server.requests[1][1] == f"bytes={len(archive.read_bytes()) // 2}-"
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("html", "got an HTML page"),
+    ("404", "HTTP 404"),
+    ("wrong", "md5 "),
+])
+def test_download_failures_are_one_clear_line(served_cifar10, archive_server, no_internet, fault, message):
+    archive, settings = served_cifar10
+    archive_server.faults[archive.name] = [fault] * 10
+    with pytest.raises(data.DataError) as err:
+        data.fetch_archive("cifar10", settings)
+    text = str(err.value)
+    assert message in text and "cifar-10-python.tar.gz" in text and "\n" not in text
+    raw = Path(settings["raw_dir"])
+    assert not (raw / archive.name).exists() and not (raw / (archive.name + ".part")).exists()
+
+
+def test_wrong_bytes_from_a_mirror_fall_through_to_the_next(served_cifar10, archive_server, no_internet):
+    archive, settings = served_cifar10
+    archive_server.faults[archive.name] = ["wrong"]
+    settings["mirrors"] = [archive_server.url, archive_server.url + "/"]
+    assert data.fetch_archive("cifar10", settings).read_bytes() == archive.read_bytes()
+
+
+def test_a_server_that_keeps_dropping_is_given_up(served_cifar10, archive_server, no_internet):
+    archive, settings = served_cifar10
+    archive_server.faults[archive.name] = ["drop"] * data.ATTEMPTS * 2
+    with pytest.raises(data.DataError, match=r"connection dropped .* \(4 attempts\)"):
+        data.fetch_archive("cifar10", settings)

@@ -9,7 +9,6 @@ scikit-learn's wheel and go through the same prepared format:
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import io
 import os
@@ -49,14 +48,6 @@ CIFAR = {
 
 class DataError(PipelineError):
     """A dataset could not be obtained or read; the message says what to do."""
-
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # How patient a download is: seconds without a byte before a stalled server counts as failed,
@@ -124,7 +115,7 @@ def fetch_archive(dataset: str, download: dict) -> Path:
     expected = download["md5"].get(name, spec["md5"])
     target = Path(download["raw_dir"]) / name
     if target.exists():
-        actual = md5sum(target)
+        actual = atomic.digest(target, "md5")
         if actual != expected:
             raise DataError(
                 f"{target} has md5 {actual}, expected {expected}. Delete it to download again, or if it is a "
@@ -140,7 +131,7 @@ def fetch_archive(dataset: str, download: dict) -> Path:
         except DownloadFailed as exc:
             failures.append(f"{url} ({exc})")
             continue
-        actual = md5sum(part)
+        actual = atomic.digest(part, "md5")
         if actual == expected:
             os.replace(part, target)
             return target

@@ -9,12 +9,13 @@ whole DataLoader loop, decoding and transforms included, on a V100.)
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import paddle
 
-from pipeline import atomic, config, device, images, paths
+from pipeline import PipelineError, atomic, config, device, images, paths
 from pipeline.data import load_prepared
 from pipeline.models import Gate, NABlog, PooledNA, build_model, count_parameters
 from pipeline.train import evaluate, subset
@@ -69,13 +70,25 @@ def attention_diagnostics(model, batch: np.ndarray) -> list[dict]:
     return rows
 
 
+def verified_checkpoint(run: str, name: str):
+    """The checkpoint file, if its sha256 is the one training recorded; refuse it otherwise."""
+    path = paths.checkpoints(run) / name
+    recorded = json.loads(paths.train_summary(run).read_text()).get("checkpoint_sha256", {}).get(name)
+    if not path.exists():
+        raise PipelineError(f"{path} is missing; rerun the training of {run}")
+    if recorded is None or atomic.digest(path) != recorded:
+        raise PipelineError(f"{path} does not match the sha256 that training recorded in {paths.train_summary(run)}; "
+                            f"it changed after training: delete runs/checkpoints/{run} and rerun its training")
+    return path
+
+
 def main(params: dict, run: str) -> None:
     s = config.run_settings(params, run)
     dev = device.select(s["device"])
     data = load_prepared(s["dataset"])
     val_x, val_y = subset(data, "test", s["val_subset"])
     model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
-    model.set_state_dict(paddle.load(str(paths.checkpoints(run) / "best.pdparams")))
+    model.set_state_dict(paddle.load(str(verified_checkpoint(run, "best.pdparams"))))
     val_loss, val_acc = evaluate(model, val_x, val_y, s["image_size"], s["eval_batch_size"], s["label_smoothing"])
 
     batches = [x for x, _ in images.test_batches(val_x, val_y, s["image_size"], s["eval_batch_size"])]

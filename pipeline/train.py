@@ -183,5 +183,6 @@ def main(params: dict, run: str) -> None:
         "train_images": len(train_x), "val_images": len(val_x), "image_size": s["image_size"],
         "dataset": s["dataset"], "device": device.describe(dev), "seconds": round(last["seconds"], 1),
         "params": count_parameters(model),
+        "checkpoint_sha256": {f.name: atomic.digest(f) for f in sorted(paths.checkpoints(run).glob("*.pd*"))},
     })
     shutil.rmtree(work)

@@ -32,6 +32,7 @@ rule evaluate:
     input:
         paths.PREPARED,
         paths.checkpoints("{run}"),
+        paths.train_summary("{run}"),
         "pipeline/evaluate.py",
         "pipeline/models.py",
         "pipeline/images.py",

@@ -100,3 +100,15 @@ def test_killed_training_resumes_to_the_same_result(project):
     rows, weights = epoch_rows(project, name), paddle.load(str(project / f"runs/checkpoints/{name}/final.pdparams"))
     assert rows == reference[0]
     assert all(np.array_equal(weights[k].numpy(), reference[1][k].numpy()) for k in weights)
+
+
+def test_evaluate_refuses_a_checkpoint_changed_after_training(project):
+    ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
+    run(["python", "-m", "pipeline", "data", *ci], cwd=project)
+    run(["python", "-m", "pipeline", "train", "alexnet-none-s42", *ci], cwd=project)
+    run(["python", "-m", "pipeline", "evaluate", "alexnet-none-s42", *ci], cwd=project)
+    with open(project / "runs/checkpoints/alexnet-none-s42/best.pdparams", "ab") as f:
+        f.write(b"\0")
+    proc = run(["python", "-m", "pipeline", "evaluate", "alexnet-none-s42", *ci], cwd=project, check=False)
+    assert proc.returncode == 1
+    assert "does not match the sha256" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

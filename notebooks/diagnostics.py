@@ -27,7 +27,7 @@ runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet1
 import matplotlib.pyplot as plt
 from IPython.display import HTML
 
-from pipeline import atomic, paths, results
+from pipeline import results
 
 measured = {r: results.load_attention(r) for r in runs}
 measured = {r: m for r, m in measured.items() if m["layers"]}  # baselines have no attention layer
@@ -61,8 +61,7 @@ for ax in axes.flat:
         ax.legend(fontsize=7)
 fig.suptitle(f"Attention diagnostics ({profile} profile)")
 fig.tight_layout()
-with atomic.atomic_path(paths.notebook_figure("diagnostics")) as tmp:
-    fig.savefig(tmp, format="png", dpi=90)
+results.save_figure(fig, "diagnostics")
 plt.show()
 
 # %%

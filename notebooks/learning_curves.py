@@ -23,7 +23,7 @@ runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet1
 # %%
 import matplotlib.pyplot as plt
 
-from pipeline import atomic, paths, results
+from pipeline import results
 
 loaded = [results.load_run(r) for r in runs]
 archs = list(dict.fromkeys(r["arch"] for r in loaded))
@@ -52,6 +52,5 @@ for col, arch in enumerate(archs):
         ax.legend(fontsize=8)
 fig.suptitle(f"Learning curves ({profile} profile)")
 fig.tight_layout()
-with atomic.atomic_path(paths.notebook_figure("learning_curves")) as tmp:
-    fig.savefig(tmp, format="png", dpi=90)
+results.save_figure(fig, "learning_curves")
 plt.show()

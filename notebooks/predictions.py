@@ -24,7 +24,7 @@ runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet1
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pipeline import atomic, images, paths
+from pipeline import images, paths, results
 
 grids = {}
 for run in runs:
@@ -48,6 +48,5 @@ for row, (run, grid) in enumerate(grids.items()):
                       ha="right", va="center", fontsize=10)
 fig.suptitle(f"First {columns} validation images ({profile} profile)", y=1.0)
 fig.tight_layout()
-with atomic.atomic_path(paths.notebook_figure("predictions")) as tmp:
-    fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+results.save_figure(fig, "predictions")
 plt.show()

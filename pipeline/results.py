@@ -6,7 +6,7 @@ import csv
 import json
 import statistics
 
-from pipeline import config, paths, stats
+from pipeline import atomic, config, paths, stats
 from pipeline.claims import CLAIMS
 
 
@@ -187,3 +187,9 @@ def gains_html(gains: list[dict]) -> str:
     return ("<table class='gains'><tr><th>architecture</th><th>variant</th><th>against</th><th>data</th>"
             "<th>val-acc gain, points</th><th>95% CI</th><th>Welch p</th><th>seeds</th><th>claimed gain</th>"
             f"<th>verdict</th></tr>{body}</table>")
+
+
+def save_figure(fig, name: str) -> None:
+    """A notebook's figure, written whole to reports/figures/<name>.png for the report to embed."""
+    with atomic.atomic_path(paths.notebook_figure(name)) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")

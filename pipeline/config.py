@@ -7,6 +7,7 @@ overrides mean the same thing to all of them.
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 
@@ -22,6 +23,21 @@ OVERRIDABLE = (
     "epochs", "batch_size", "image_size", "train_subset", "val_subset", "device",
     "num_workers", "lr", "weight_decay", "label_smoothing",
 )
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as DVC (YAML 1.2) reads it: 1e-4 is a number, not the string PyYAML makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(PipelineError):
@@ -63,14 +79,14 @@ def parse_override(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. epochs=1)")
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), read_yaml(value)
 
 
 def load(overrides: list[str] | None = None, path: Path = PARAMS_FILE) -> dict:
     """params.yaml with `key=value` overrides applied, validated."""
     if not Path(path).exists():
         raise ConfigError(f"{path} not found; run from the project folder (the one holding params.yaml)")
-    params = yaml.safe_load(Path(path).read_text()) or {}
+    params = read_yaml(Path(path).read_text()) or {}
     for key, value in map(parse_override, overrides or []):
         params[key] = value
     return validate(params, source=f"{path}" + (" with overrides" if overrides else ""))
@@ -81,7 +97,7 @@ def _typed(value):
         return [_typed(v) for v in value]
     if isinstance(value, dict):
         return {k: _typed(v) for k, v in value.items()}
-    return yaml.safe_load(value) if isinstance(value, str) else value
+    return read_yaml(value) if isinstance(value, str) else value
 
 
 def typed_snakemake_config(config: dict, path: Path = PARAMS_FILE) -> dict:
@@ -90,7 +106,7 @@ def typed_snakemake_config(config: dict, path: Path = PARAMS_FILE) -> dict:
     Snakemake reads nested --config values with YAML's BaseLoader, so `seeds=[42,43]` arrives
     as ['42', '43']; values equal to the file's are left alone.
     """
-    on_disk = yaml.safe_load(Path(path).read_text())
+    on_disk = read_yaml(Path(path).read_text())
     return {key: value if on_disk.get(key) == value else _typed(value) for key, value in config.items()}
 
 
@@ -100,7 +116,7 @@ def cli_overrides(config: dict, path: Path = PARAMS_FILE) -> list[str]:
     Snakemake passes them to every command as `--set key=value`, so `--config epochs=1`
     reaches the stages exactly as `dvc exp run -S epochs=1` does through the file.
     """
-    on_disk = yaml.safe_load(Path(path).read_text())
+    on_disk = read_yaml(Path(path).read_text())
     return [
         f"{key}={json.dumps(value, separators=(',', ':'))}"
         for key, value in config.items()

@@ -132,3 +132,31 @@ def archive_server():
     yield server
     server.shutdown()
     server.server_close()
+
+
+# ---- fault-injection bookkeeping: `pytest -m faults` ends with one summary line -------------
+class OutputsLost(AssertionError):
+    """A fault left a partial file under a final name, or destroyed an earlier good output."""
+
+
+def assert_nothing_lost(*partial: Path, kept: tuple[Path, ...] = ()) -> None:
+    """`partial` must not exist (nothing half-written under a final name); `kept` must still exist."""
+    lost = [str(p) for p in partial if p.exists()] + [f"{p} (deleted)" for p in kept if not p.exists()]
+    if lost:
+        raise OutputsLost(f"outputs lost: {', '.join(lost)}")
+
+
+_FAULTS = {"tried": 0, "handled": 0, "lost": 0}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and "faults" in report.keywords:
+        _FAULTS["tried"] += 1
+        _FAULTS["handled"] += report.passed
+        _FAULTS["lost"] += report.failed and "OutputsLost" in str(report.longrepr)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FAULTS["tried"]:
+        terminalreporter.write_line(
+            f"faults: {_FAULTS['tried']} tried, {_FAULTS['handled']} handled, {_FAULTS['lost']} outputs lost")

@@ -43,6 +43,7 @@ def test_top_level_overrides_win_over_the_profile(monkeypatch):
     assert (s["epochs"], s["device"], s["train_subset"], s["image_size"]) == (1, "cpu", 5000, 128)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize(
     "override, expected",
     [
@@ -85,3 +86,8 @@ def test_snakemake_config_strings_are_typed_like_the_file(params):
     assert typed["seeds"] == [42, 43] and typed["image_size"] == {"alexnet": 96, "resnet18": 32}
     assert typed["profiles"] is params["profiles"]  # untouched where it equals params.yaml
     config.validate(typed)
+
+
+def test_exponent_numbers_are_numbers_as_in_dvc():
+    assert config.parse_override("lr=1e-4") == ("lr", 1e-4)
+    assert config.parse_override("weight_decay=5E-6") == ("weight_decay", 5e-6)

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline import data
 from tests import cifar_archives
+from tests.conftest import assert_nothing_lost
 
 
 def download_settings(tmp_path, mirrors=(), md5=None) -> dict:
@@ -78,6 +79,7 @@ def test_uses_archive_already_in_raw_dir(tmp_path, no_internet):
     assert data.fetch_archive("cifar100", settings) == archive
 
 
+@pytest.mark.faults
 def test_refuses_archive_with_wrong_checksum(tmp_path, no_internet):
     archive = cifar_archives.cifar10(tmp_path / "raw" / "cifar-10-python.tar.gz")
     with pytest.raises(data.DataError) as err:
@@ -87,6 +89,7 @@ def test_refuses_archive_with_wrong_checksum(tmp_path, no_internet):
     assert "download.md5" in message and "\n" not in message
 
 
+@pytest.mark.faults
 def test_offline_without_archive_names_url_file_and_place(tmp_path, http_server, no_internet):
     base, _ = http_server  # serves nothing: the mirror answers 404
     with pytest.raises(data.DataError) as err:
@@ -94,9 +97,11 @@ def test_offline_without_archive_names_url_file_and_place(tmp_path, http_server,
     message = str(err.value)
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in message
     assert str(tmp_path / "raw" / "cifar-100-python.tar.gz") in message
-    assert "404" in message and not (tmp_path / "raw" / "cifar-100-python.tar.gz").exists()
+    assert "404" in message
+    assert_nothing_lost(tmp_path / "raw" / "cifar-100-python.tar.gz")
 
 
+@pytest.mark.faults
 def test_restricted_unpickler_refuses_code(tmp_path):
     class Exploit:
         def __reduce__(self):
@@ -135,6 +140,7 @@ def served_cifar10(tmp_path, archive_server):
     return archive, settings
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("faults", [["drop"], ["drop", "drop"], ["500"], ["500", "stall"]])
 def test_download_recovers_from_a_misbehaving_server(served_cifar10, archive_server, no_internet, faults):
     archive, settings = served_cifar10
@@ -146,6 +152,7 @@ def test_download_recovers_from_a_misbehaving_server(served_cifar10, archive_ser
         assert archive_server.requests[1][1] == f"bytes={len(archive.read_bytes()) // 2}-"
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("fault, message", [
     ("html", "got an HTML page"),
     ("404", "HTTP 404"),
@@ -159,9 +166,10 @@ def test_download_failures_are_one_clear_line(served_cifar10, archive_server, no
     text = str(err.value)
     assert message in text and "cifar-10-python.tar.gz" in text and "\n" not in text
     raw = Path(settings["raw_dir"])
-    assert not (raw / archive.name).exists() and not (raw / (archive.name + ".part")).exists()
+    assert_nothing_lost(raw / archive.name, raw / (archive.name + ".part"))
 
 
+@pytest.mark.faults
 def test_wrong_bytes_from_a_mirror_fall_through_to_the_next(served_cifar10, archive_server, no_internet):
     archive, settings = served_cifar10
     archive_server.faults[archive.name] = ["wrong"]
@@ -169,8 +177,36 @@ def test_wrong_bytes_from_a_mirror_fall_through_to_the_next(served_cifar10, arch
     assert data.fetch_archive("cifar10", settings).read_bytes() == archive.read_bytes()
 
 
+@pytest.mark.faults
 def test_a_server_that_keeps_dropping_is_given_up(served_cifar10, archive_server, no_internet):
     archive, settings = served_cifar10
     archive_server.faults[archive.name] = ["drop"] * data.ATTEMPTS * 2
     with pytest.raises(data.DataError, match=r"connection dropped .* \(4 attempts\)"):
         data.fetch_archive("cifar10", settings)
+
+
+@pytest.mark.faults
+def test_traversal_archive_writes_nothing_outside(tmp_path):
+    """Members are read in memory by name; a crafted member path is never written anywhere."""
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("../escaped.txt", "/tmp/absolute-escape.txt", "cifar-10-batches-py/batches.meta"):
+            payload = pickle.dumps({b"label_names": []}) if name.endswith("meta") else b"gotcha"
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        link = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    with pytest.raises(data.DataError, match="not an official CIFAR python archive"):
+        data.read_cifar("cifar10", archive)
+    assert not (tmp_path.parent / "escaped.txt").exists() and not Path("/tmp/absolute-escape.txt").exists()
+
+
+@pytest.mark.faults
+def test_truncated_archive_is_a_clear_error(tmp_path, no_internet):
+    archive = cifar_archives.cifar10(tmp_path / "raw" / "cifar-10-python.tar.gz")
+    archive.write_bytes(archive.read_bytes()[:-200])
+    settings = download_settings(tmp_path, md5={archive.name: cifar_archives.md5(archive)})
+    with pytest.raises(data.DataError, match="delete it and fetch it again|delete the archive and fetch it again"):
+        data.read_cifar("cifar10", data.fetch_archive("cifar10", settings))

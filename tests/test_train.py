@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 from pipeline import device
-from tests.conftest import run
+from tests.conftest import assert_nothing_lost, run
 
 paddle = device.import_paddle()
 
@@ -55,6 +56,7 @@ def test_cpu_training_is_repeatable(project):
 
 
 @pytest.mark.skipif(device.gpu_count() > 0, reason="this machine has a GPU")
+@pytest.mark.faults
 def test_paper_profile_refuses_to_train_without_gpu(project):
     proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", "--set", "profile=paper"],
                cwd=project, check=False)
@@ -64,6 +66,7 @@ def test_paper_profile_refuses_to_train_without_gpu(project):
     assert not (project / "runs").exists()
 
 
+@pytest.mark.faults
 def test_killed_training_resumes_to_the_same_result(project):
     """SIGKILL a real training process mid-run, rerun it, and get what an uninterrupted run gives."""
     import signal
@@ -92,8 +95,8 @@ def test_killed_training_resumes_to_the_same_result(project):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    assert not (project / f"runs/checkpoints/{name}").exists()  # no output looks complete
-    assert not (project / f"runs/train/{name}/summary.json").exists()
+    # no output looks complete
+    assert_nothing_lost(project / f"runs/checkpoints/{name}", project / f"runs/train/{name}/summary.json")
 
     resumed = run(args, cwd=project)
     assert "resuming after epoch" in resumed.stdout
@@ -102,6 +105,7 @@ def test_killed_training_resumes_to_the_same_result(project):
     assert all(np.array_equal(weights[k].numpy(), reference[1][k].numpy()) for k in weights)
 
 
+@pytest.mark.faults
 def test_evaluate_refuses_a_checkpoint_changed_after_training(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
     run(["python", "-m", "pipeline", "data", *ci], cwd=project)
@@ -112,3 +116,20 @@ def test_evaluate_refuses_a_checkpoint_changed_after_training(project):
     proc = run(["python", "-m", "pipeline", "evaluate", "alexnet-none-s42", *ci], cwd=project, check=False)
     assert proc.returncode == 1
     assert "does not match the sha256" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.faults
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_epoch(project):
+    ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
+    run(["python", "-m", "pipeline", "data", *ci], cwd=project)
+    proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", *ci, "--set", "lr=1e30"], cwd=project,
+               check=False)
+    assert proc.returncode == 1
+    assert re.search(r"error: alexnet-none-s42: loss became (nan|inf) at step \d+ \(epoch 1\)", proc.stderr)
+    assert_nothing_lost(project / "runs/checkpoints/alexnet-none-s42", project / "runs/train/alexnet-none-s42")
+
+
+@pytest.mark.faults
+def test_training_without_prepared_data_says_what_to_run(project):
+    proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42"], cwd=project, check=False)
+    assert proc.returncode == 1 and "data/prepared/digits.npz is missing; run the data stage first" in proc.stderr

@@ -19,7 +19,7 @@ rule train:
     params:
         settings=lambda wc: cfg.run_settings(config, wc.run),
         overrides=SET,
-    threads: workflow.cores
+    threads: lambda wildcards: workflow.cores  # at job time, so `snakemake --unlock` needs no --cores
     resources:
         gpu=GPUS_PER_JOB,
     conda:
@@ -45,7 +45,7 @@ rule evaluate:
     params:
         settings=lambda wc: cfg.run_settings(config, wc.run),
         overrides=SET,
-    threads: workflow.cores
+    threads: lambda wildcards: workflow.cores  # at job time, so `snakemake --unlock` needs no --cores
     resources:
         gpu=GPUS_PER_JOB,
     conda:

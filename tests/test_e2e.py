@@ -147,3 +147,46 @@ def test_paper_profile_offline_stops_at_the_fetch_with_a_clear_message(project):
     assert "error: could not download cifar-10-python.tar.gz" in output
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in output and "data/raw" in output
     assert_nothing_lost(project / "data/prepared", project / "runs")
+
+
+def _start_and_kill(project, kill_snakemake: bool):
+    """Start `snakemake all`, wait for the first saved epoch, SIGKILL the training job (or
+    Snakemake with all its jobs, as a power loss would) in the middle of the next epoch."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import command_env
+
+    state = project / "runs/resume/alexnet-none-s42/state.pdckpt"
+    proc = subprocess.Popen(["snakemake", "--cores", "2", "all"], cwd=project, env=command_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    if kill_snakemake:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        run(["pkill", "-KILL", "-f", "pipeline train alexnet-none-s42"], cwd=project)
+    proc.wait()
+    assert proc.returncode != 0, "the pipeline finished before it could be killed"
+    logs = project / "runs/train/alexnet-none-s42"  # Snakemake may have made the (empty) folder
+    assert_nothing_lost(project / "runs/checkpoints/alexnet-none-s42", logs / "summary.json", logs / "epochs.csv",
+                        logs / "steps.csv")
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("kill_snakemake, recover", [
+    (False, [["snakemake", "--cores", "2", "all"]]),  # the job died (OOM killer, kill -9): a plain rerun
+    (True, [["snakemake", "--unlock"], ["snakemake", "--cores", "2", "all", "--rerun-incomplete"]]),  # power loss
+])
+def test_a_killed_pipeline_resumes_training_on_rerun(tmp_path, kill_snakemake, recover):
+    project = copy_project(tmp_path / "project", profile="ci", archs="[alexnet]", attentions="[none]",
+                           epochs="3", train_subset="512", batch_size="16")
+    _start_and_kill(project, kill_snakemake)
+    outputs = [run(cmd, cwd=project) for cmd in recover]
+    assert "resuming after epoch" in outputs[-1].stdout + outputs[-1].stderr
+    summary = json.loads((project / "runs/train/alexnet-none-s42/summary.json").read_text())
+    assert summary["epochs"] == 3 and len((project / "runs/train/alexnet-none-s42/epochs.csv").read_text().split()) == 4
+    assert "up to date" in run(["dvc", "status"], cwd=project).stdout

@@ -37,11 +37,7 @@ class NABlog(nn.Layer):
         return paddle.sum(nn.functional.softmax(g.reshape((b, c, -1)), axis=2), axis=2)
 
     def forward(self, x):
-        context = paddle.mean(x, axis=[2, 3], keepdim=True)
-        g = -paddle.abs(x - context)
-        b, c, h, w = g.shape
-        g = paddle.sum(nn.functional.softmax(g.reshape((b, c, -1)), axis=2), axis=2, keepdim=True)
-        g = g.reshape((b, c, 1, 1))
+        g = self.context(x).unsqueeze([2, 3])  # same kernels as the post's keepdim sum + reshape
         mean = paddle.mean(g, axis=1, keepdim=True)
         std = paddle.std(g, axis=1, keepdim=True) + 1e-5
         g = self.gamma * (g - mean) / std + self.beta

@@ -24,9 +24,11 @@ def command_env(extra: dict | None = None) -> dict:
 
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = None, timeout: int = 900):
-    """Run a real command the way a user would; return the CompletedProcess (text output)."""
+    """Run a real command the way a user would; return the CompletedProcess (text output).
+
+    The command gets its own process group, so a fault that kills its group spares pytest."""
     proc = subprocess.run(cmd, cwd=cwd, env=command_env(env), capture_output=True, text=True, timeout=timeout,
-                          shell=isinstance(cmd, str))
+                          shell=isinstance(cmd, str), start_new_session=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
                              f"--- stderr\n{proc.stderr[-4000:]}")

@@ -190,3 +190,39 @@ def test_a_killed_pipeline_resumes_training_on_rerun(tmp_path, kill_snakemake, r
     summary = json.loads((project / "runs/train/alexnet-none-s42/summary.json").read_text())
     assert summary["epochs"] == 3 and len((project / "runs/train/alexnet-none-s42/epochs.csv").read_text().split()) == 4
     assert "up to date" in run(["dvc", "status"], cwd=project).stdout
+
+
+# The first whole-file write of each stage kind, in pipeline order, and the final name it makes.
+STAGE_WRITES = [
+    ("data", "data/prepared"),
+    ("train", "runs/checkpoints/alexnet-none-s42"),
+    ("evaluate", "runs/eval/alexnet-none-s42/predictions.npz"),
+    ("notebook", "reports/notebooks/learning_curves.ipynb"),
+    ("report", "reports/index.html"),
+]
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("power_loss", [False, True], ids=["job-killed", "power-loss"])
+def test_every_stage_killed_mid_write_leaves_no_partial_output_and_recovers(tmp_path, power_loss):
+    """SIGKILL each stage kind with its output written to a temp file but not yet renamed: the
+    job alone (then a plain rerun), or Snakemake with all its jobs (then --unlock and
+    --rerun-incomplete). Each rerun recovers the earlier stage and is killed at the next one."""
+    from pipeline.atomic import KILL_BEFORE_RENAME
+
+    project = copy_project(tmp_path / "project", profile="ci", archs="[alexnet]", attentions="[none]")
+    rerun = ["snakemake", "--cores", "2", "all"] + (["--rerun-incomplete"] if power_loss else [])
+    for stage, final_name in STAGE_WRITES:
+        kill = f"{final_name}:group" if power_loss else final_name
+        proc = run(rerun, cwd=project, check=False, env={KILL_BEFORE_RENAME: kill})
+        assert proc.returncode != 0, f"the {stage} stage was not killed"
+        assert_nothing_lost(project / final_name)
+        if stage != "data":
+            assert (project / "data/prepared/digits.npz").exists(), "the rerun did not recover the data stage"
+        if power_loss:
+            run(["snakemake", "--unlock"], cwd=project)
+    run(rerun, cwd=project)
+    assert "CI PROFILE" in (project / "reports/index.html").read_text()
+    leftovers = [p for folder in ("data", "runs", "reports") for p in (project / folder).rglob("*.tmp*")]
+    assert not leftovers, f"temp files left behind: {leftovers}"
+    assert "up to date" in run(["dvc", "status"], cwd=project).stdout

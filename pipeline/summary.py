@@ -1,4 +1,5 @@
-"""`python -m pipeline params`: parameter counts of every configuration, beside the post's.
+"""`python -m pipeline params`: parameter counts and FLOPs of every configuration, beside the post's,
+and an estimate of the profile's wall time on one GPU.
 
 Counts as paddle.summary does (BatchNorm running statistics included) at the profile's image
 size and number of classes; at the paper profile they must equal the post's exactly.
@@ -8,9 +9,24 @@ from __future__ import annotations
 
 from pipeline import config
 from pipeline.claims import CLAIMS
+from pipeline.flops import TRAINING_FACTOR, forward_flops
 from pipeline.models import build_model, count_parameters
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
+SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "digits": (1_498, 299)}
+# The GPU estimate's assumptions: an A100-class GPU sustaining 30% of its 19.5 TFLOP/s float32
+# peak on these small convnets, fed by `num_workers` loader processes at 2,500 img/s each
+# (`python -m pipeline bench` measures the per-core figure of the data path on your machine).
+GPU_TFLOPS, GPU_UTILISATION, LOADER_IMG_S_PER_WORKER = 19.5, 0.30, 2_500
+
+
+def gpu_minutes(s: dict, flops: int) -> float:
+    """Training plus per-epoch validation, limited by compute or by the loader, whichever is slower."""
+    train, val = SPLIT_SIZES[s["dataset"]]
+    train, val = min(train, s["train_subset"] or train), min(val, s["val_subset"] or val)
+    compute = s["epochs"] * (train * TRAINING_FACTOR + val) * flops / (GPU_TFLOPS * 1e12 * GPU_UTILISATION)
+    loader = s["epochs"] * train / (max(1, s["num_workers"]) * LOADER_IMG_S_PER_WORKER)
+    return max(compute, loader) / 60
 
 
 def table(params: dict) -> list[dict]:
@@ -18,18 +34,29 @@ def table(params: dict) -> list[dict]:
     for experiment in config.experiments(params):
         s = config.run_settings(params, config.run_name(experiment, params["seeds"][0]))
         model = build_model(s["arch"], s["attention"], NUM_CLASSES[s["dataset"]], s["image_size"])
+        flops = forward_flops(model, s["image_size"])
         claim = CLAIMS.get(experiment, {})
         comparable = claim.get("dataset") == s["dataset"] and s["image_size"] == 128
         rows.append({"experiment": experiment, "dataset": s["dataset"], "image_size": s["image_size"],
-                     **count_parameters(model), "claimed": claim.get("params") if comparable else None})
+                     **count_parameters(model), "claimed": claim.get("params") if comparable else None,
+                     "gflops": flops["total"] / 1e9, "attention_share": flops["attention"] / flops["total"],
+                     "gpu_minutes": gpu_minutes(s, flops["total"])})
     return rows
 
 
 def main(params: dict) -> None:
+    rows = table(params)
     print(f"profile {params['profile']}: parameters as paddle.summary counts them (BatchNorm statistics included)")
     print(f"{'configuration':<18} {'dataset':<9} {'px':>4} {'total':>12} {'trainable':>12} {'post':>12}  match")
-    for r in table(params):
+    for r in rows:
         claimed = f"{r['claimed']:,}" if r["claimed"] else "-"
         match = "n/a (other data or size)" if not r["claimed"] else "yes" if r["claimed"] == r["total"] else "NO"
         print(f"{r['experiment']:<18} {r['dataset']:<9} {r['image_size']:>4} {r['total']:>12,} "
               f"{r['trainable']:>12,} {claimed:>12}  {match}")
+    print(f"\nForward GFLOPs per image (attention included) and an ESTIMATE of GPU minutes per run, assuming "
+          f"{GPU_UTILISATION:.0%} of {GPU_TFLOPS} TFLOP/s and {LOADER_IMG_S_PER_WORKER:,} img/s per loader worker:")
+    for r in rows:
+        print(f"{r['experiment']:<20} {r['gflops']:>8.3f} GFLOPs  attention {r['attention_share']:>6.2%}  "
+              f"~{r['gpu_minutes']:.0f} min")
+    total = sum(r["gpu_minutes"] for r in rows) * len(params["seeds"])
+    print(f"all {len(rows) * len(params['seeds'])} runs: ~{total:.0f} GPU minutes (an estimate, not a measurement)")

@@ -86,6 +86,7 @@ def test_params_command_prints_the_posts_counts(project):
                                  POST_COUNTS.values()):
         line = next(x for x in out.splitlines() if x.startswith(experiment + " "))
         assert f"{count:,}" in line and line.endswith("yes")
+    assert "all 4 runs: ~" in out and "GPU minutes (an estimate, not a measurement)" in out
 
 
 # Independent NumPy versions of each attention variant (REFERENCE.md), float64 for reference.
@@ -169,3 +170,18 @@ def test_every_arch_takes_every_attention_and_the_schema_lists_them():
     for arch, attention in itertools.product(ARCHS, ATTENTIONS):
         model = build_model(arch, attention, 10, 64)
         assert model(paddle.randn([1, 3, 64, 64])).shape == [1, 10]
+
+
+def test_flops_count_every_conv_and_linear_and_the_attention():
+    from pipeline.flops import forward_flops
+
+    # AlexNet at 128 px by hand: (multiply-adds per output, output positions) of each conv, then the FCs.
+    convs = [(3 * 11 * 11 * 48, 32 * 32), (48 * 5 * 5 * 128, 15 * 15), (128 * 9 * 192, 7 * 7),
+             (192 * 9 * 192, 7 * 7), (192 * 9 * 128, 7 * 7)]
+    fcs = 1152 * 2048 + 2048 * 2048 + 2048 * 10
+    expected = 2 * (sum(macs * positions for macs, positions in convs) + fcs)
+    counts = {a: forward_flops(build_model("alexnet", a, 10, 128), 128) for a in ("none", "na-blog", "na-official")}
+    assert counts["none"]["conv_linear"] == expected and counts["none"]["attention"] == 0
+    conv_outputs = 48 * 32 * 32 + 128 * 15 * 15 + (192 + 192 + 128) * 7 * 7  # what each NA layer sees
+    assert counts["na-blog"]["attention"] == 11 * conv_outputs
+    assert 0 < counts["na-official"]["attention"] < counts["na-blog"]["attention"]

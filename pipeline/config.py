@@ -21,7 +21,7 @@ SCHEMA_FILE = Path(__file__).with_name("params.schema.json")
 # Top-level keys that override the active profile's setting of the same name when not null.
 OVERRIDABLE = (
     "epochs", "batch_size", "image_size", "train_subset", "val_subset", "device",
-    "num_workers", "lr", "weight_decay", "label_smoothing",
+    "num_workers", "lr", "weight_decay", "label_smoothing", "amp", "augment_on_device",
 )
 
 

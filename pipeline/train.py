@@ -8,6 +8,7 @@ logs: train loss every `log_every` steps, and per epoch lr, train loss/acc, val 
 from __future__ import annotations
 
 import csv
+import functools
 import random
 import shutil
 import time
@@ -55,6 +56,34 @@ def evaluate(model, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_
             total_loss += float(smoothed_cross_entropy(logits, y, smoothing)) * len(y)
             correct += int((logits.argmax(axis=-1) == y).sum())
     return total_loss / len(labels), correct / len(labels), seconds
+
+
+def mixed_precision(amp: str, dev: str):
+    """(autocast context factory, GradScaler or None) for amp = off | bf16 | fp16.
+
+    Only on a GPU: Paddle's autocast does nothing on the CPU. fp16 needs loss scaling so small
+    gradients do not flush to zero; bf16 has float32's range and needs none.
+    """
+    if amp != "off" and dev != "gpu":
+        print(f"amp={amp} applies on a GPU only; training in float32 on the {dev.upper()}")
+    enabled = amp != "off" and dev == "gpu"
+    autocast = functools.partial(paddle.amp.auto_cast, enable=enabled, level="O1",
+                                 dtype="bfloat16" if amp == "bf16" else "float16")
+    return autocast, paddle.amp.GradScaler() if enabled and amp == "fp16" else None
+
+
+def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str):
+    """Augmented (x, y) batches for one epoch after another: on the GPU itself when asked
+    (uint8 set held there, whole batches augmented by tensor ops), else from a DataLoader."""
+    if s["augment_on_device"] and dev == "gpu":
+        return images.DeviceBatches(train_x, train_y, s["image_size"], s["batch_size"])
+    workers = s["num_workers"]
+    paddle.io.reader.use_pinned_memory(s["pin_memory"] and dev == "gpu")
+    return paddle.io.DataLoader(
+        images.TrainDataset(train_x, train_y, s["image_size"]),
+        batch_size=s["batch_size"], shuffle=True, drop_last=True, num_workers=workers,
+        use_shared_memory=workers > 0, prefetch_factor=s["prefetch_batches"], persistent_workers=workers > 0,
+    )
 
 
 def subset(arrays: dict, split: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -119,11 +148,8 @@ def main(params: dict, run: str) -> None:
     optimizer = paddle.optimizer.Adam(
         learning_rate=scheduler, parameters=model.parameters(), weight_decay=s["weight_decay"]
     )
-    loader = paddle.io.DataLoader(
-        images.TrainDataset(train_x, train_y, s["image_size"]),
-        batch_size=s["batch_size"], shuffle=True, drop_last=True, num_workers=s["num_workers"],
-        use_shared_memory=s["num_workers"] > 0,
-    )
+    loader = training_batches(train_x, train_y, s, dev)
+    autocast, scaler = mixed_precision(s["amp"], dev)
     # Work in progress lives outside the declared outputs, which Snakemake and DVC delete
     # before rerunning a job; the outputs appear only when the run is complete.
     work = paths.resume_dir(run)
@@ -144,10 +170,16 @@ def main(params: dict, run: str) -> None:
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"{run} epoch {epoch}/{s['epochs']}", unit="batch", mininterval=2, leave=False)
         for x, y in bar:
-            logits = model(x)
-            loss = smoothed_cross_entropy(logits, y, s["label_smoothing"])
-            loss.backward()
-            optimizer.step()
+            with autocast():
+                logits = model(x)
+                loss = smoothed_cross_entropy(logits, y, s["label_smoothing"])
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             optimizer.clear_grad()
             loss_value = float(loss)

@@ -133,3 +133,54 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_epoch(proje
 def test_training_without_prepared_data_says_what_to_run(project):
     proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42"], cwd=project, check=False)
     assert proc.returncode == 1 and "data/prepared/digits.npz is missing; run the data stage first" in proc.stderr
+
+
+GPU_SETTINGS = {"image_size": 32, "batch_size": 8, "num_workers": 2, "prefetch_batches": 3, "pin_memory": True,
+                "augment_on_device": False}
+
+
+@pytest.mark.parametrize("amp, dev, enabled, dtype, scaled", [
+    ("fp16", "gpu", True, "float16", True),    # fp16 needs loss scaling
+    ("bf16", "gpu", True, "bfloat16", False),  # bf16 has float32's range
+    ("off", "gpu", False, None, False),
+    ("bf16", "cpu", False, None, False),       # Paddle's autocast does nothing on the CPU
+])
+def test_mixed_precision_switch_is_wired(amp, dev, enabled, dtype, scaled, capsys):
+    from pipeline.models import build_model
+    from pipeline.train import mixed_precision
+
+    autocast, scaler = mixed_precision(amp, dev)
+    assert autocast.keywords["enable"] is enabled and (scaler is not None) is scaled
+    if enabled:
+        assert autocast.keywords["dtype"] == dtype
+    if dev == "cpu" and amp != "off":
+        assert "applies on a GPU only" in capsys.readouterr().out
+    # The same step the training loop takes runs here (on the CPU autocast is a no-op, but the
+    # loss-scaling path is real) and updates the weights.
+    model = build_model("resnet18", "gate", 10, 32)
+    optimizer = paddle.optimizer.Adam(parameters=model.parameters())
+    before = model.fc.weight.numpy().copy()
+    with autocast():
+        loss = smoothed_cross_entropy(model(paddle.randn([4, 3, 32, 32])), paddle.to_tensor([1, 2, 3, 4]), 0.1)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    assert np.isfinite(float(loss)) and not np.array_equal(before, model.fc.weight.numpy())
+
+
+def test_loader_settings_reach_the_dataloader():
+    from pipeline.train import training_batches
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32)
+    loader = training_batches(x, y, GPU_SETTINGS, "cpu")
+    assert isinstance(loader, paddle.io.DataLoader)
+    assert (loader.num_workers, loader.prefetch_factor, loader._persistent_workers) == (2, 3, True)
+    assert loader.pin_memory is False  # nothing to pin for on the CPU
+    assert training_batches(x, y, GPU_SETTINGS, "gpu").pin_memory is True
+    batch, labels = next(iter(loader))  # two real worker processes
+    assert batch.shape == [8, 3, 32, 32] and labels.shape == [8]

@@ -1,11 +1,12 @@
 """Stage `evaluate`: the best checkpoint on the validation set.
 
 Writes val loss/accuracy, parameter counts, inference throughput and the predictions for the
-first 18 validation images. Throughput is timed over the whole validation set in batches of
-`eval_batch_size` after `throughput_warmup` untimed batches: model forward plus the copy of
-each already-normalised batch to the device, synchronised after each batch, in the same pass
-that measures accuracy. (The post timed its whole DataLoader loop, decoding and transforms
-included, on a V100.)
+first 18 validation images. Val loss/accuracy and throughput come from one pass over the whole
+validation set through the Paddle Inference predictor (pipeline/inference.py: oneDNN on the CPU),
+in batches of `eval_batch_size` after `throughput_warmup` untimed batches and one untimed batch of
+the last batch's size: the predictor's copy of each already-normalised batch in, its forward and
+the copy of the logits out. (The post timed its whole DataLoader loop, decoding and transforms
+included, on a V100.) The prediction grid and the attention diagnostics run the eager model.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import json
 import numpy as np
 import paddle
 
-from pipeline import PipelineError, atomic, config, device, images, paths
+from pipeline import PipelineError, atomic, config, device, images, inference, paths
 from pipeline.data import load_prepared
 from pipeline.models import Gate, NABlog, PooledNA, build_model, count_parameters
-from pipeline.train import evaluate, subset
+from pipeline.train import subset
 
 GRID_IMAGES = 18  # as many validation images as the post's prediction grid shows
 DIAGNOSTIC_IMAGES = 64  # the fixed batch (first validation images) the attention diagnostics use
@@ -78,12 +79,13 @@ def main(params: dict, run: str) -> None:
     model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
     model.set_state_dict(paddle.load(str(verified_checkpoint(run, "best.pdparams"))))
     model.eval()
-    with paddle.no_grad():  # warm-up: first-call allocations and kernel selection stay untimed
-        warmup_batch = paddle.to_tensor(images.test_batch(val_x[: s["eval_batch_size"]], s["image_size"]))
-        for _ in range(s["throughput_warmup"]):
-            model(warmup_batch)
-    val_loss, val_acc, seconds = evaluate(model, val_x, val_y, s["image_size"], s["eval_batch_size"],
-                                          s["label_smoothing"], dev)
+    predict = inference.compile_model(model, s["image_size"], dev)
+    warmup_batch = images.test_batch(val_x[: s["eval_batch_size"]], s["image_size"])
+    for _ in range(s["throughput_warmup"]):  # first-call allocations and kernel selection stay untimed
+        predict(warmup_batch)
+    predict(warmup_batch[: len(val_y) % s["eval_batch_size"] or None])  # oneDNN prepares kernels per batch shape
+    val_loss, val_acc, seconds = inference.evaluate(predict, val_x, val_y, s["image_size"], s["eval_batch_size"],
+                                                    s["label_smoothing"])
     img_per_s = len(val_y) / seconds
 
     grid = images.test_batch(val_x[:GRID_IMAGES], s["image_size"])
@@ -98,6 +100,8 @@ def main(params: dict, run: str) -> None:
     atomic.write_json(paths.evaluation(run), {
         "val_acc": val_acc, "val_loss": val_loss, "val_images": len(val_y),
         "throughput_img_s": round(img_per_s, 1), "throughput_batch": s["eval_batch_size"],
+        "inference": inference.ENGINE[dev],
         "device": device.describe(dev), "params": count_parameters(model),
     })
-    print(f"{run}: val acc {val_acc:.4f}, loss {val_loss:.4f}, {img_per_s:.0f} img/s on {device.describe(dev)}")
+    print(f"{run}: val acc {val_acc:.4f}, loss {val_loss:.4f}, {img_per_s:.0f} img/s on {device.describe(dev)} "
+          f"({inference.ENGINE[dev]})")

@@ -184,3 +184,17 @@ def test_loader_settings_reach_the_dataloader():
     assert training_batches(x, y, GPU_SETTINGS, "gpu").pin_memory is True
     batch, labels = next(iter(loader))  # two real worker processes
     assert batch.shape == [8, 3, 32, 32] and labels.shape == [8]
+
+
+def test_augment_on_device_switch_is_wired():
+    from pipeline import images
+    from pipeline.train import training_batches
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32)
+    on_device = {**GPU_SETTINGS, "augment_on_device": True}
+    assert isinstance(training_batches(x, y, on_device, "cpu"), paddle.io.DataLoader)  # off on the CPU
+    batches = training_batches(x, y, on_device, "gpu")  # runs on the CPU here, as paddle's device is
+    assert isinstance(batches, images.DeviceBatches) and len(batches) == 4
+    batch, labels = next(iter(batches))
+    assert batch.shape == [8, 3, 32, 32] and batch.dtype == paddle.float32 and labels.shape == [8]

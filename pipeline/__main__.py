@@ -21,8 +21,9 @@ STAGES = {
     "notebook": ("notebook", "name", "execute one notebook with papermill, e.g. comparison"),
     "report": ("report", None, "assemble reports/index.html"),
     "params": ("summary", None, "print the parameter counts of the configurations"),
+    "bench": ("bench", None, "measure data, training, inference, thread and pipeline speed"),
 }
-NEEDS_PADDLE = {"train", "evaluate", "params"}
+NEEDS_PADDLE = {"train", "evaluate", "params", "bench"}
 
 
 def parse_args(argv):
@@ -37,6 +38,10 @@ def parse_args(argv):
         if target:
             p.add_argument(target)
     sub.choices["params"].add_argument("--profile", help="profile to count for (default: the active one)")
+    bench = sub.choices["bench"]
+    bench.add_argument("--repeats", type=int, default=5, help="timings per case; medians are reported (default 5)")
+    bench.add_argument("--batch", type=int, default=64, help="training batch size (default 64)")
+    bench.add_argument("--quick", action="store_true", help="one repeat at tiny sizes: checks that it all runs")
     return parser.parse_args(argv)
 
 
@@ -50,10 +55,11 @@ def main(argv=None) -> int:
     module, target_name, _ = STAGES[args.stage]
     targets = [getattr(args, target_name)] if target_name else []
     overrides = args.set + ([f"profile={args.profile}"] if getattr(args, "profile", None) else [])
+    options = {k: v for k, v in vars(args).items() if k not in ("stage", "set", "profile", target_name)}
     with logs.tee(paths.log(args.stage, *targets)):
         try:
             params = config.load(overrides)
-            importlib.import_module(f"pipeline.{module}").main(params, *targets)
+            importlib.import_module(f"pipeline.{module}").main(params, *targets, **options)
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -17,6 +17,8 @@ NOTEBOOK_SOURCES = Path("notebooks")
 NOTEBOOKS = ("learning_curves", "predictions", "comparison", "diagnostics")
 COMPARISON_TABLE = REPORTS / "comparison.json"
 REPORT = REPORTS / "index.html"
+BENCH_JSON = REPORTS / "bench" / "bench.json"  # `python -m pipeline bench`, not a pipeline stage
+BENCH_TABLE = REPORTS / "bench" / "bench.md"
 
 
 def prepared(dataset: str) -> Path:

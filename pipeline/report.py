@@ -81,6 +81,36 @@ def banner(profile: str, settings: dict) -> str:
             "<code>snakemake --cores 4 all --config profile=paper</code> on a GPU machine.</div>")
 
 
+def markdown_html(text: str) -> str:
+    """The benchmark's Markdown (paragraphs and pipe tables, `code`) as HTML."""
+    out, rows = [], []
+
+    def cells(line: str) -> list[str]:
+        return [html.escape(c.strip()).replace("`", "") for c in line.strip().strip("|").split("|")]
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-: "):  # skip the header separator
+                rows.append(cells(line))
+            continue
+        if rows:
+            head, *body = rows
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+            rows = []
+        if line.strip():
+            out.append(f"<p>{html.escape(line).replace('`', '')}</p>")
+    return "\n".join(out)
+
+
+def benchmark_appendix() -> str:
+    """The last `python -m pipeline bench` results, if it was run here."""
+    if not paths.BENCH_TABLE.exists():
+        return ""
+    return ("<h2>Appendix: benchmark</h2>\n<p>From <code>python -m pipeline bench</code> "
+            f"({html.escape(str(paths.BENCH_JSON))}); not a pipeline stage.</p>\n"
+            + markdown_html(paths.BENCH_TABLE.read_text()))
+
+
 def main(params: dict) -> None:
     settings = config.profile_settings(params)
     table = json.loads(paths.COMPARISON_TABLE.read_text())
@@ -121,8 +151,8 @@ PaddlePaddle and claims AlexNet on CIFAR-10 goes from 79.7% to 84.6% and ResNet1
 <h2>Claimed against ours</h2>
 <p>Claimed figures are {html.escape(table['claim_source'])}; they are in italics. Ours: final-epoch train
 accuracy, validation accuracy of the best checkpoint, parameters as paddle.summary counts them, and
-inference throughput on {html.escape(', '.join(table['eval_device']))} (model forward of pre-processed batches
-after warm-up; the post's is {html.escape(table['claim_throughput_setup'])}, so only the ratio between
+inference throughput on {html.escape(', '.join(table['eval_device']))} through
+{html.escape(', '.join(table['eval_engine']))} (pre-processed batches in, logits out, after warm-up; the post's is {html.escape(table['claim_throughput_setup'])}, so only the ratio between
 configurations is comparable). Mean ± standard deviation over seeds.</p>
 {results.comparison_html(table['rows'])}
 
@@ -167,6 +197,7 @@ module as intended, and "gate" is the one-scalar control.</li>
 
 <h2>Notebooks</h2>
 <p>Executed with papermill: {links}</p>
+{benchmark_appendix()}
 </body></html>
 """
     atomic.write_text(paths.REPORT, page)

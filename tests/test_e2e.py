@@ -130,6 +130,19 @@ def test_report_renders_in_headless_chromium(built):
         driver.quit()
 
 
+def test_benchmark_runs_and_the_report_shows_it(built):
+    """Last of the `built` tests: it rebuilds the report, which DVC then sees as changed."""
+    out = run(["python", "-m", "pipeline", "bench", "--quick"], cwd=built).stdout
+    result = json.loads((built / "reports/bench/bench.json").read_text())
+    for key in ("eval_speedup", "data_speedup", "thread_speedup", "noop_seconds"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert set(result["na_overhead"]) == {"na-blog", "na-official", "na-paper", "gate"}
+    assert len(result["training"]) == 4 * 5 and "| eval_speedup" in out
+    run(["python", "-m", "pipeline", "report"], cwd=built)
+    page = (built / "reports/index.html").read_text()
+    assert "Appendix: benchmark" in page and f"<td>{result['eval_speedup']}x</td>" in page
+
+
 def test_fresh_clone_dvc_repro_builds_the_report(tmp_path):
     project = copy_project(tmp_path / "clone", profile="ci")
     run(["dvc", "repro"], cwd=project)

@@ -1,0 +1,246 @@
+"""`python -m pipeline bench`: the speed of every part that matters, measured side by side.
+
+Writes reports/bench/bench.json (headline numbers at the top level, so they can be tracked)
+and reports/bench/bench.md; the next report build shows the table in its appendix. Every
+figure is a median over `--repeats` timings taken after a warm-up, with the compared cases
+interleaved so that drift on a shared machine hits them alike; every ratio is computed from
+medians of this one run. CPU figures: on a GPU machine the training rows measure the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from pipeline import atomic, device, images, paths
+
+ATTENTIONS = ("none", "na-blog", "na-official", "na-paper", "gate")
+# (arch, image size): the demo's sizes and the paper's
+TRAINING = (("alexnet", 64), ("alexnet", 128), ("resnet18", 32), ("resnet18", 128))
+DATA_SIZES = (128, 64, 32)  # output sizes from 32 px sources (CIFAR, the demo's digits)
+THREAD_WORKLOADS = (("alexnet", 128), ("resnet18", 32))
+
+
+def _median_rate(seconds: list[float], items: int) -> float:
+    return items / statistics.median(seconds)
+
+
+def _interleaved(cases: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each zero-argument callable, round-robin over `repeats` rounds."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    seconds = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def data_path(repeats: int, images_per_call: int) -> list[dict]:
+    """Training-augmentation img/s on one core: the post's chain against ours."""
+    import cv2
+
+    cv2.setNumThreads(1)  # per core: the loader's workers are single processes
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 256, (images_per_call, 32, 32, 3), dtype=np.uint8)
+    labels = np.zeros(images_per_call, np.int64)
+    rows = []
+    for size in DATA_SIZES:
+        blog, ours = images.blog_train_transform(size), images.TrainDataset(source, labels, size)
+        seconds = _interleaved({
+            "blog": lambda: [blog(im) for im in source],
+            "ours": lambda: [ours[i] for i in range(len(source))],
+        }, repeats)
+        blog_rate, ours_rate = (_median_rate(seconds[k], images_per_call) for k in ("blog", "ours"))
+        rows.append({"source_px": 32, "size": size, "blog_img_s": round(blog_rate), "ours_img_s": round(ours_rate),
+                     "ratio": round(ours_rate / blog_rate, 2)})
+    return rows
+
+
+def _training_step(model, batch: int, size: int):
+    import paddle
+
+    from pipeline.train import smoothed_cross_entropy
+
+    x = paddle.randn([batch, 3, size, size])
+    y = paddle.randint(0, 10, [batch])
+    optimizer = paddle.optimizer.Adam(parameters=model.parameters())
+    model.train()
+
+    def step():
+        loss = smoothed_cross_entropy(model(x), y, 0.1)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        float(loss)  # waits for the device
+    return step
+
+
+def training(repeats: int, batch: int) -> list[dict]:
+    """Training img/s per (arch, size, attention); overhead = step time over the baseline's - 1."""
+    from pipeline.models import build_model
+
+    rows = []
+    for arch, size in TRAINING:
+        steps = {a: _training_step(build_model(arch, a, 10, size), batch, size) for a in ATTENTIONS}
+        seconds = _interleaved(steps, repeats)
+        base = statistics.median(seconds["none"])
+        for attention in ATTENTIONS:
+            step = statistics.median(seconds[attention])
+            rows.append({"arch": arch, "size": size, "attention": attention, "batch": batch,
+                         "step_ms": round(step * 1000, 1), "img_s": round(batch / step, 1),
+                         "overhead": round(step / base - 1, 4)})
+    return rows
+
+
+def inference(repeats: int, batch: int, threads: int) -> list[dict]:
+    """Inference img/s: eager Paddle against the predictor the evaluate stage uses."""
+    import paddle
+
+    from pipeline import inference as predictor
+    from pipeline.models import build_model
+
+    rows = []
+    for arch, size, attention in (("resnet18", 32, "none"), ("alexnet", 128, "none"), ("alexnet", 128, "na-official")):
+        model = build_model(arch, attention, 10, size)
+        model.eval()
+        x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
+        compiled = predictor.compile_model(model, size, "cpu", threads)
+
+        def eager():
+            with paddle.no_grad():
+                model(paddle.to_tensor(x)).numpy()
+        seconds = _interleaved({"eager": eager, "compiled": lambda: compiled(x)}, repeats)
+        e, c = (_median_rate(seconds[k], batch) for k in ("eager", "compiled"))
+        rows.append({"arch": arch, "size": size, "attention": attention, "batch": batch,
+                     "eager_img_s": round(e, 1), "compiled_img_s": round(c, 1), "ratio": round(c / e, 2)})
+    return rows
+
+
+def _training_rate_with_threads(arch: str, size: int, batch: int, repeats: int, threads: int) -> float:
+    """img/s of one training workload in a fresh process: Paddle fixes its threads at import."""
+    code = ("import json, statistics, sys; from pipeline import device; device.import_paddle(); "
+            "from pipeline import bench; from pipeline.models import build_model; "
+            f"s = bench._interleaved({{'x': bench._training_step(build_model({arch!r}, 'none', 10, {size}), "
+            f"{batch}, {size})}}, {repeats})['x']; print(json.dumps({batch} / statistics.median(s)))")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def threads(repeats: int, batch: int, allotted: int) -> list[dict]:
+    rows = []
+    for arch, size in THREAD_WORKLOADS:
+        rates = {n: _training_rate_with_threads(arch, size, batch, repeats, n) for n in (1, allotted)}
+        rows.append({"arch": arch, "size": size, "batch": batch, "threads": allotted,
+                     "one_thread_img_s": round(rates[1], 1), "all_threads_img_s": round(rates[allotted], 1),
+                     "ratio": round(rates[allotted] / rates[1], 2)})
+    return rows
+
+
+def pipeline_overhead(repeats: int) -> dict:
+    """Seconds of a no-op `snakemake --cores 4 all` and of `dvc status`, once everything is built."""
+    if not (shutil.which("snakemake") and shutil.which("dvc")):
+        return {"noop_seconds": None, "dvc_status_seconds": None, "note": "snakemake or dvc is not on PATH"}
+    planned = subprocess.run(["snakemake", "-n", "--quiet", "all"], capture_output=True, text=True)
+    if planned.returncode != 0 or "Nothing to be done" not in planned.stdout + planned.stderr:
+        return {"noop_seconds": None, "dvc_status_seconds": None,
+                "note": "the pipeline is not fully built here; build it (snakemake --cores 4 all) to time a no-op"}
+    result = {}
+    for key, cmd in (("noop_seconds", ["snakemake", "--cores", "4", "all"]), ("dvc_status_seconds", ["dvc", "status"])):
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(cmd, capture_output=True, check=True)
+            seconds.append(time.perf_counter() - start)
+        result[key] = round(statistics.median(seconds), 2)
+    return result
+
+
+def markdown(r: dict) -> str:
+    lines = [f"Measured {r['date']} on {r['machine']['cpu']} ({r['machine']['allotted_threads']} threads allotted), "
+             f"Paddle {r['machine']['paddle']}; medians of {r['repeats']} repeats.", "",
+             "| headline | value |", "|---|---|",
+             f"| eval_speedup (predictor / eager, ResNet18 32 px) | {r['eval_speedup']}x |",
+             f"| data_speedup (ours / post's chain, per core, 32 -> 128 px) | {r['data_speedup']}x |",
+             f"| thread_speedup ({r['machine']['allotted_threads']} threads / 1, AlexNet 128 px training) "
+             f"| {r['thread_speedup']}x |",
+             f"| noop_seconds (`snakemake --cores 4 all` with nothing to do) | {r['noop_seconds']} |"]
+    lines += [f"| na_overhead {v} (AlexNet 128 px step) | {f:+.1%} |" for v, f in r["na_overhead"].items()]
+    lines += ["", "| data path (per core) | post's chain img/s | ours img/s | ratio |", "|---|---|---|---|"]
+    lines += [f"| 32 -> {d['size']} px | {d['blog_img_s']} | {d['ours_img_s']} | {d['ratio']}x |" for d in r["data_path"]]
+    lines += ["", "| training | attention | batch | step ms | img/s | vs none |", "|---|---|---|---|---|---|"]
+    lines += [f"| {t['arch']} {t['size']} px | {t['attention']} | {t['batch']} | {t['step_ms']} | {t['img_s']} | "
+              f"{t['overhead']:+.1%} |" for t in r["training"]]
+    lines += ["", "| inference | batch | eager img/s | predictor img/s | ratio |", "|---|---|---|---|---|"]
+    lines += [f"| {i['arch']} {i['size']} px {i['attention']} | {i['batch']} | {i['eager_img_s']} | "
+              f"{i['compiled_img_s']} | {i['ratio']}x |" for i in r["inference"]]
+    lines += ["", "| threads (training) | 1 thread img/s | all img/s | ratio |", "|---|---|---|---|"]
+    lines += [f"| {t['arch']} {t['size']} px, {t['threads']} threads | {t['one_thread_img_s']} | "
+              f"{t['all_threads_img_s']} | {t['ratio']}x |" for t in r["threads"]]
+    o = r["pipeline_overhead"]
+    lines += ["", f"Pipeline overhead: not measured: {o['note']}." if "note" in o else
+              f"Pipeline overhead: no-op `snakemake --cores 4 all` {o['noop_seconds']} s, "
+              f"`dvc status` {o['dvc_status_seconds']} s."]
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(params: dict, repeats: int = 5, batch: int = 64, quick: bool = False) -> None:
+    import paddle
+
+    if quick:  # a smoke run: every measurement, tiny sizes, for tests
+        repeats, batch = 1, 4
+    allotted = int(os.environ["OMP_NUM_THREADS"])
+    device.select("cpu")
+    sections = {}
+    for name, measure in (
+        ("data_path", lambda: data_path(repeats, 64 if quick else 512)),
+        ("training", lambda: training(repeats, batch)),
+        ("inference", lambda: inference(repeats, 2 * batch, allotted)),
+        ("threads", lambda: threads(repeats, batch, allotted)),
+        ("pipeline_overhead", lambda: pipeline_overhead(1 if quick else 3)),
+    ):
+        start = time.perf_counter()
+        print(f"bench: {name} ...", flush=True)
+        sections[name] = measure()
+        print(f"bench: {name} done in {time.perf_counter() - start:.0f} s", flush=True)
+
+    def pick(rows, **match):
+        return next(r for r in rows if all(r[k] == v for k, v in match.items()))
+    result = {
+        "eval_speedup": pick(sections["inference"], arch="resnet18", size=32)["ratio"],
+        "data_speedup": pick(sections["data_path"], size=128)["ratio"],
+        "na_overhead": {r["attention"]: r["overhead"] for r in sections["training"]
+                        if r["arch"] == "alexnet" and r["size"] == 128 and r["attention"] != "none"},
+        "thread_speedup": pick(sections["threads"], arch="alexnet", size=128)["ratio"],
+        "noop_seconds": sections["pipeline_overhead"]["noop_seconds"],
+        **sections,
+        "repeats": repeats, "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {"cpu": _cpu_name(), "cores": device.available_cores(), "allotted_threads": allotted,
+                    "paddle": paddle.__version__, "python": platform.python_version()},
+    }
+    atomic.write_json(paths.BENCH_JSON, result)
+    atomic.write_text(paths.BENCH_TABLE, markdown(result))
+    print(markdown(result))
+    print(f"wrote {paths.BENCH_JSON} and {paths.BENCH_TABLE}; the next report build shows the table")

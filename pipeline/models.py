@@ -49,20 +49,34 @@ class PooledNA(nn.Layer):
 
     Subclasses give the per-position score whose softmax weights the pooling. gamma starts at
     0 and beta at 1, as in the authors' code, so every gate starts at sigmoid(1).
+
+    Written for Paddle's CPU kernels, where these full-size ops dominate the cost: no reduction
+    over the trailing axes of the 4-D tensor (mean over [2, 3] has a very slow backward), and
+    sums over channels as matmuls (channel_sum).
     """
 
     def __init__(self):
         super().__init__()
         self.gamma, self.beta = _scalar(self, 0.0), _scalar(self, 1.0)
 
-    def scores(self, x):  # (B, H, W) -> softmax over positions
+    def scores(self, flat):  # (B, C, H*W) -> (B, H*W), softmax over positions
         raise NotImplementedError
+
+    @staticmethod
+    def channel_sum(t, weight: float):
+        """weight * sum over channels, (B, C, N) -> (B, N).
+
+        A matmul with a constant row: faster on CPU than a reduction over the middle axis, and
+        the row broadcasts over the batch, which may then stay dynamic (paddle.jit.save).
+        """
+        return paddle.matmul(paddle.full([1, t.shape[1]], weight, t.dtype), t).squeeze(1)
 
     def context(self, x):
         """g before normalisation, (B, C): sum over positions of w_i * x_{c,i}."""
         b, c, h, w = x.shape
-        weights = nn.functional.softmax(self.scores(x).reshape((b, h * w, 1)), axis=1)
-        return paddle.bmm(x.reshape((b, c, h * w)), weights).reshape((b, c))
+        flat = x.reshape((b, c, h * w))
+        weights = nn.functional.softmax(self.scores(flat), axis=1)
+        return paddle.bmm(flat, weights.unsqueeze(2)).squeeze(2)
 
     def forward(self, x):
         g = self.context(x)
@@ -74,16 +88,16 @@ class PooledNA(nn.Layer):
 class NAOfficial(PooledNA):
     """The authors' code (NANet, resnet_na4.py): score = -|m - mean(m)| of the channel-mean map m."""
 
-    def scores(self, x):
-        m = x.mean(axis=1)
-        return -paddle.abs(m - m.mean(axis=[1, 2], keepdim=True))
+    def scores(self, flat):
+        m = self.channel_sum(flat, 1.0 / flat.shape[1])
+        return -paddle.abs(m - m.mean(axis=1, keepdim=True))
 
 
 class NAPaper(PooledNA):
     """The paper's printed formula read sensibly: score = -||x_i - C||_1, C the pooled context."""
 
-    def scores(self, x):
-        return -paddle.abs(x - x.mean(axis=[2, 3], keepdim=True)).sum(axis=1)
+    def scores(self, flat):
+        return self.channel_sum(paddle.abs(flat - flat.mean(axis=2, keepdim=True)), -1.0)
 
 
 class Gate(nn.Layer):

@@ -1,6 +1,8 @@
 # Stages 2-3: one training job per (configuration, seed), then its evaluation.
-# Each takes every core Snakemake grants (Paddle's thread count follows OMP_NUM_THREADS,
-# which Snakemake sets to `threads`) and one GPU when the profile trains on GPUs.
+# Paddle's thread count follows OMP_NUM_THREADS, which Snakemake sets to `threads`. A training
+# job takes the profile's `train_threads` (the demo's 1: on a CPU, one-thread jobs side by side
+# train faster than one job with more threads) and one GPU when the profile trains on GPUs; an
+# evaluation takes every core, since the oneDNN predictor uses them well.
 
 
 rule train:
@@ -19,7 +21,7 @@ rule train:
     params:
         settings=lambda wc: cfg.run_settings(config, wc.run),
         overrides=SET,
-    threads: lambda wildcards: workflow.cores  # at job time, so `snakemake --unlock` needs no --cores
+    threads: lambda wildcards: min(SETTINGS["train_threads"], workflow.cores)  # at job time: --unlock needs no --cores
     resources:
         gpu=GPUS_PER_JOB,
     conda:

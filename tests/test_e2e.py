@@ -134,7 +134,7 @@ def test_benchmark_runs_and_the_report_shows_it(built):
     """Last of the `built` tests: it rebuilds the report, which DVC then sees as changed."""
     out = run(["python", "-m", "pipeline", "bench", "--quick"], cwd=built).stdout
     result = json.loads((built / "reports/bench/bench.json").read_text())
-    for key in ("eval_speedup", "data_speedup", "thread_speedup", "noop_seconds"):
+    for key in ("eval_speedup", "data_speedup", "thread_speedup", "intra_op_speedup", "noop_seconds"):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert set(result["na_overhead"]) == {"na-blog", "na-official", "na-paper", "gate"}
     assert len(result["training"]) == 4 * 5 and "| eval_speedup" in out

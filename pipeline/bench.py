@@ -9,6 +9,7 @@ medians of this one run. CPU figures: on a GPU machine the training rows measure
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -69,9 +70,10 @@ def data_path(repeats: int, images_per_call: int) -> list[dict]:
 
 
 def _training_step(model, batch: int, size: int):
+    """One training step of the training stage's own code on a fixed random batch, as a callable."""
     import paddle
 
-    from pipeline.train import smoothed_cross_entropy
+    from pipeline.train import training_step
 
     x = paddle.randn([batch, 3, size, size])
     y = paddle.randint(0, 10, [batch])
@@ -79,10 +81,7 @@ def _training_step(model, batch: int, size: int):
     model.train()
 
     def step():
-        loss = smoothed_cross_entropy(model(x), y, 0.1)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
+        _, loss = training_step(model, optimizer, x, y, 0.1, contextlib.nullcontext, None)
         float(loss)  # waits for the device
     return step
 

@@ -72,6 +72,22 @@ def mixed_precision(amp: str, dev: str):
     return autocast, paddle.amp.GradScaler() if enabled and amp == "fp16" else None
 
 
+def training_step(model, optimizer, x, y, smoothing: float, autocast, scaler):
+    """Forward under `autocast`, backward (loss-scaled when `scaler`), optimiser step; (logits, loss)."""
+    with autocast():
+        logits = model(x)
+        loss = smoothed_cross_entropy(logits, y, smoothing)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.clear_grad()
+    return logits, loss
+
+
 def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str):
     """Augmented (x, y) batches for one epoch after another: on the GPU itself when asked
     (uint8 set held there, whole batches augmented by tensor ops), else from a DataLoader."""
@@ -170,18 +186,8 @@ def main(params: dict, run: str) -> None:
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"{run} epoch {epoch}/{s['epochs']}", unit="batch", mininterval=2, leave=False)
         for x, y in bar:
-            with autocast():
-                logits = model(x)
-                loss = smoothed_cross_entropy(logits, y, s["label_smoothing"])
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            logits, loss = training_step(model, optimizer, x, y, s["label_smoothing"], autocast, scaler)
             scheduler.step()
-            optimizer.clear_grad()
             loss_value = float(loss)
             step = progress["step"]
             if not np.isfinite(loss_value):

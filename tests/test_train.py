@@ -147,7 +147,7 @@ GPU_SETTINGS = {"image_size": 32, "batch_size": 8, "num_workers": 2, "prefetch_b
 ])
 def test_mixed_precision_switch_is_wired(amp, dev, enabled, dtype, scaled, capsys):
     from pipeline.models import build_model
-    from pipeline.train import mixed_precision
+    from pipeline.train import mixed_precision, training_step
 
     autocast, scaler = mixed_precision(amp, dev)
     assert autocast.keywords["enable"] is enabled and (scaler is not None) is scaled
@@ -160,15 +160,8 @@ def test_mixed_precision_switch_is_wired(amp, dev, enabled, dtype, scaled, capsy
     model = build_model("resnet18", "gate", 10, 32)
     optimizer = paddle.optimizer.Adam(parameters=model.parameters())
     before = model.fc.weight.numpy().copy()
-    with autocast():
-        loss = smoothed_cross_entropy(model(paddle.randn([4, 3, 32, 32])), paddle.to_tensor([1, 2, 3, 4]), 0.1)
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    _, loss = training_step(model, optimizer, paddle.randn([4, 3, 32, 32]), paddle.to_tensor([1, 2, 3, 4]), 0.1,
+                            autocast, scaler)
     assert np.isfinite(float(loss)) and not np.array_equal(before, model.fc.weight.numpy())
 
 

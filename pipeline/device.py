@@ -71,7 +71,8 @@ def describe(device: str) -> str:
         import paddle
 
         return f"GPU: {paddle.device.cuda.get_device_name()}"
-    return f"CPU ({os.environ.get('OMP_NUM_THREADS', '?')} threads)"
+    threads = os.environ.get("OMP_NUM_THREADS", "?")
+    return f"CPU ({threads} thread{'' if threads == '1' else 's'})"
 
 
 def wants_gpu(setting: str) -> bool:

@@ -182,23 +182,14 @@ def jitter(image: np.ndarray, aug: Augmentation) -> np.ndarray:
     return image
 
 
-def apply_augmentation(image: np.ndarray, aug: Augmentation, size: int, source_jitter: bool = False) -> np.ndarray:
+def apply_augmentation(image: np.ndarray, aug: Augmentation, size: int) -> np.ndarray:
     """The chain with one image's fixed parameters (`sample_augmentation`): HWC uint8 -> CHW float32.
 
     The reference's cv2 operations in its order, each done once and without paddle tensors: the
-    output equals the post's chain given the same parameters. source_jitter=True (faster at 64 px
-    and up): the colour jitter runs on the source image before the first resize, not after it.
-    Jitter works pixel by pixel and bilinear resizing takes weighted means of neighbours, so the
-    swap changes rounding, and pixels next to clipped ones at sharp edges (on harsh synthetic
-    images: mean 0.6 level of 255, 99th percentile 6, max ~30); the jitter is then several times
-    cheaper (32 px instead of 130 px). At 32 px the first resize is the identity and both ways
-    equal the reference.
+    output equals the post's chain given the same parameters.
     """
     side = resized_size(size)
-    if source_jitter:
-        image = cv2.resize(jitter(image, aug), (side, side), interpolation=cv2.INTER_LINEAR)
-    else:
-        image = jitter(cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR), aug)
+    image = jitter(cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR), aug)
     box = image[aug.top:aug.top + aug.height, aug.left:aug.left + aug.width]
     image = cv2.resize(box, (size, size), interpolation=cv2.INTER_LINEAR)
     if aug.flip:
@@ -213,19 +204,18 @@ def apply_augmentation(image: np.ndarray, aug: Augmentation, size: int, source_j
 
 class fast_train_transform:  # lower case: used like a function, as blog_train_transform
     """Per-image callable, HWC uint8 -> CHW float32: random parameters from `sample_augmentation`,
-    applied by `apply_augmentation` (source_jitter: see there).
+    applied by `apply_augmentation`.
 
     Without `rng` the draws come from numpy's global state, as the post's chain draws from
     Python's and numpy's: np.random.seed fixes them, the training stage's checkpoint of numpy's
     state makes a resumed run repeat them, and paddle's DataLoader gives each worker its own.
     """
 
-    def __init__(self, size: int, rng: np.random.Generator | None = None, source_jitter: bool = False):
-        self.size, self.rng, self.source_jitter = size, rng, source_jitter
+    def __init__(self, size: int, rng: np.random.Generator | None = None):
+        self.size, self.rng = size, rng
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        aug = sample_augmentation(self.rng or np.random, self.size)
-        return apply_augmentation(image, aug, self.size, self.source_jitter)
+        return apply_augmentation(image, sample_augmentation(self.rng or np.random, self.size), self.size)
 
 
 def test_batch(images: np.ndarray, size: int) -> np.ndarray:
@@ -267,7 +257,7 @@ class TrainDataset:
         return self.transform(self.images[i]), self.labels[i]
 
 
-# ---- On-device batch augmentation (for GPU users; not used by the training stage) ----------------
+# ---- On-device batch augmentation (training with augment_on_device on a GPU) ---------------------
 
 def _pixel_from_normalised(side: int) -> np.ndarray:
     """3x3 map from grid_sample's normalised coordinates to pixel coordinates (align_corners=False:
@@ -275,14 +265,13 @@ def _pixel_from_normalised(side: int) -> np.ndarray:
     return np.array([[side / 2, 0, side / 2 - 0.5], [0, side / 2, side / 2 - 0.5], [0, 0, 1]])
 
 
-def augment_batch_on_device(batch_u8, size: int, rng=None, params: Augmentation | None = None,
-                            source_jitter: bool = False):
+def augment_batch_on_device(batch_u8, size: int, rng=None, params: Augmentation | None = None):
     """A batch through the chain with paddle tensor ops on the batch's device: NHWC uint8 -> NCHW float32.
 
     Parameters come from `sample_augmentations(rng, n, size)` (rng: a Generator; default numpy's
-    global state) unless `params` is given, so the distribution is the per-image path's. The steps mirror `apply_augmentation` (source_jitter: see there):
-    jitter (float arithmetic with paddle's truncations), bilinear resize to R x R, crop box and
-    flip by bilinear grid_sample clamped to the box (cv2.resize of a box never reads outside it),
+    global state) unless `params` is given, so the distribution is the per-image path's. The steps
+    mirror `apply_augmentation`: bilinear resize to R x R, jitter (float arithmetic with paddle's
+    truncations), crop box and flip by bilinear grid_sample clamped to the box (cv2.resize of a box never reads outside it),
     rotation by nearest-neighbour grid_sample with black fill, normalisation. Values are rounded
     to integers after each resampling, as cv2 stores uint8.
     """
@@ -310,7 +299,7 @@ def augment_batch_on_device(batch_u8, size: int, rng=None, params: Augmentation 
         return paddle.round(F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, align_mode=0))
 
     x = batch_u8.astype("float32").transpose([0, 3, 1, 2])
-    x = resize(jitter_batch(x)) if source_jitter else jitter_batch(resize(x))
+    x = jitter_batch(resize(x))
 
     # Crop box and flip: separable pixel coordinates, clamped to the box, normalised for grid_sample.
     out = np.arange(size) + 0.5

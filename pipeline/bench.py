@@ -4,13 +4,12 @@ Writes reports/bench/bench.json (headline numbers at the top level, so they can 
 and reports/bench/bench.md; the next report build shows the table in its appendix. Every
 figure is a median over `--repeats` timings taken after a warm-up, with the compared cases
 interleaved so that drift on a shared machine hits them alike; every ratio is computed from
-medians of this one run. CPU figures: on a GPU machine the training rows measure the GPU.
+medians of this one run. Everything runs on the CPU, GPU machines included.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import shutil

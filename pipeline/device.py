@@ -78,11 +78,3 @@ def describe(device: str) -> str:
 def wants_gpu(setting: str) -> bool:
     """Whether a job with this device setting will hold a GPU; cheap enough for DAG building."""
     return setting == "gpu" or (setting == "auto" and os.path.exists("/proc/driver/nvidia/gpus"))
-
-
-def synchronize(device: str) -> None:
-    """Wait for queued GPU work (for timing); CPU ops are synchronous already."""
-    if device == "gpu":
-        import paddle
-
-        paddle.device.synchronize()

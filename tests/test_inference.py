@@ -72,7 +72,7 @@ def test_na_blog_exports(digits):
 
 def test_whole_split_evaluation_matches_eager(digits):
     model = trained_looking("resnet18", "none", 32)
-    eager_loss, eager_acc, _ = evaluate(model, *digits, 32, 128, 0.1)
+    eager_loss, eager_acc = evaluate(model, *digits, 32, 128, 0.1)
     loss, acc, seconds = inference.evaluate(inference.compile_model(model, 32, "cpu"), *digits, 32, 128, 0.1)
     assert acc == eager_acc
     assert loss == pytest.approx(eager_loss, rel=1e-6)

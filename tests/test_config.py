@@ -16,8 +16,8 @@ def params(monkeypatch):
 def test_default_profile_is_demo_on_digits(params):
     assert params["profile"] == "demo"
     assert config.datasets(params) == ["digits"]
-    assert config.runs(params) == ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42",
-                                   "resnet18-na-blog-s42"]
+    assert config.runs(params) == [f"{e}-s{seed}" for e in ("alexnet-none", "alexnet-na-blog", "resnet18-none",
+                                                            "resnet18-na-blog") for seed in (42, 43)]
 
 
 def test_paper_profile_is_the_posts_recipe(params):

@@ -81,10 +81,15 @@ def test_same_inputs(both):
         assert all(any(covered(i, {d}) for i in job["inputs"]) for d in deps), command
 
 
-def test_paper_profile_plans_cifar_and_four_trainings_on_gpus(project):
+def test_paper_profile_plans_cifar_and_the_four_configurations_at_two_seeds_on_gpus(project):
     jobs = snakemake_jobs(project, "--config", "profile=paper")
     rules = sorted(j["rule"] for j in jobs.values())
-    assert rules.count("data") == 1 and rules.count("train") == 4 and rules.count("evaluate") == 4
+    assert rules.count("data") == 1 and rules.count("train") == 8 and rules.count("evaluate") == 8
+    trained = sorted(c.split()[4] for c, j in jobs.items() if j["rule"] == "train")
+    assert trained[:2] == ["alexnet-na-blog-s42", "alexnet-na-blog-s43"]
+    # The post's four runs alone, as README says.
+    jobs = snakemake_jobs(project, "--config", "profile=paper", "seeds=[42]")
+    assert sum(j["rule"] == "train" for j in jobs.values()) == 4
     train_jobs = [j for j in jobs.values() if j["rule"] == "train"]
     assert all("gpu=1" in j["resources"] for j in train_jobs)
     assert all("--set 'profile=\"paper\"'" in c for c in jobs)

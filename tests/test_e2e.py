@@ -194,7 +194,7 @@ def _start_and_kill(project, kill_snakemake: bool):
     (True, [["snakemake", "--unlock"], ["snakemake", "--cores", "2", "all", "--rerun-incomplete"]]),  # power loss
 ])
 def test_a_killed_pipeline_resumes_training_on_rerun(tmp_path, kill_snakemake, recover):
-    project = copy_project(tmp_path / "project", profile="ci", archs="[alexnet]", attentions="[none]",
+    project = copy_project(tmp_path / "project", profile="ci", archs="[alexnet]", attentions="[none]", seeds="[42]",
                            epochs="3", train_subset="512", batch_size="16")
     _start_and_kill(project, kill_snakemake)
     outputs = [run(cmd, cwd=project) for cmd in recover]
@@ -222,7 +222,7 @@ def test_every_stage_killed_mid_write_leaves_no_partial_output_and_recovers(tmp_
     --rerun-incomplete). Each rerun recovers the earlier stage and is killed at the next one."""
     from pipeline.atomic import KILL_BEFORE_RENAME
 
-    project = copy_project(tmp_path / "project", profile="ci", archs="[alexnet]", attentions="[none]")
+    project = copy_project(tmp_path / "project", profile="ci", archs="[alexnet]", attentions="[none]", seeds="[42]")
     rerun = ["snakemake", "--cores", "2", "all"] + (["--rerun-incomplete"] if power_loss else [])
     for stage, final_name in STAGE_WRITES:
         kill = f"{final_name}:group" if power_loss else final_name

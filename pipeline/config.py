@@ -178,12 +178,12 @@ def run_settings(params: dict, run: str) -> dict:
         raise ConfigError(f"run {run!r} is not in the experiment matrix: {', '.join(runs(params))}")
     arch, attention = split_experiment(experiment)
     settings = profile_settings(params)
-    size = settings["image_size"]
+    per_arch = {key: value[arch] for key, value in settings.items()
+                if key in ("image_size", "train_runtime_min") and isinstance(value, dict)}
     return {
-        **settings,
+        **settings, **per_arch,
         "run": run, "experiment": experiment, "arch": arch, "attention": attention, "seed": seed,
         "dataset": settings["datasets"][arch],
-        "image_size": size[arch] if isinstance(size, dict) else size,
     }
 
 

@@ -2,7 +2,8 @@
 # Paddle's thread count follows OMP_NUM_THREADS, which Snakemake sets to `threads`. A training
 # job takes the profile's `train_threads` (the demo's 1: on a CPU, one-thread jobs side by side
 # train faster than one job with more threads) and one GPU when the profile trains on GPUs; an
-# evaluation takes every core, since the oneDNN predictor uses them well.
+# evaluation takes every core, since the oneDNN predictor uses them well. Memory and time limit
+# come from the profile too (train_mem_mb, train_runtime_min): a cluster scheduler reads them.
 
 
 rule train:
@@ -21,9 +22,11 @@ rule train:
     params:
         settings=lambda wc: cfg.run_settings(config, wc.run),
         overrides=SET,
-    threads: lambda wildcards: min(SETTINGS["train_threads"], workflow.cores)  # at job time: --unlock needs no --cores
+    threads: SETTINGS["train_threads"]  # Snakemake lowers it to --cores when that is smaller
     resources:
         gpu=GPUS_PER_JOB,
+        mem_mb=lambda wc: cfg.run_settings(config, wc.run)["train_mem_mb"],
+        runtime=lambda wc: cfg.run_settings(config, wc.run)["train_runtime_min"],
     conda:
         "../envs/na-repro.yaml"
     shell:
@@ -47,7 +50,8 @@ rule evaluate:
     params:
         settings=lambda wc: cfg.run_settings(config, wc.run),
         overrides=SET,
-    threads: lambda wildcards: workflow.cores  # at job time, so `snakemake --unlock` needs no --cores
+    # Every core of this machine; a cluster run has no --cores and gives it a training job's share.
+    threads: lambda wildcards: workflow.resource_settings.cores or SETTINGS["train_threads"]
     resources:
         gpu=GPUS_PER_JOB,
     conda:

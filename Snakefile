@@ -26,7 +26,7 @@ RUNS = cfg.runs(config)
 # --config values that differ from params.yaml reach every command as --set key=value.
 OVERRIDES = cfg.cli_overrides(config)
 SET = "".join(f" --set {shlex.quote(o)}" for o in OVERRIDES)
-GPUS_PER_JOB = 1 if device.wants_gpu(SETTINGS["device"]) else 0
+GPUS_PER_JOB = device.gpus_per_job(SETTINGS, devices=1)  # one-device jobs; training takes devices_per_job
 
 
 wildcard_constraints:

@@ -7,6 +7,7 @@ terminal and copied to logs/<stage>/<target>.log. Errors the user can fix print 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import traceback
@@ -56,7 +57,10 @@ def main(argv=None) -> int:
     targets = [getattr(args, target_name)] if target_name else []
     overrides = args.set + ([f"profile={args.profile}"] if getattr(args, "profile", None) else [])
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "set", "profile", target_name)}
-    with logs.tee(paths.log(args.stage, *targets)):
+    # A data-parallel worker's output goes to its launcher's log folder (and rank 0's, through
+    # the launching command, to this stage's log), so it leaves the stage's log file alone.
+    log = contextlib.nullcontext() if device.launched_worker() else logs.tee(paths.log(args.stage, *targets))
+    with log:
         try:
             params = config.load(overrides)
             importlib.import_module(f"pipeline.{module}").main(params, *targets, **options)

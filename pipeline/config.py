@@ -7,6 +7,7 @@ overrides mean the same thing to all of them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -21,7 +22,7 @@ SCHEMA_FILE = Path(__file__).with_name("params.schema.json")
 # Top-level keys that override the active profile's setting of the same name when not null.
 OVERRIDABLE = (
     "epochs", "batch_size", "image_size", "train_subset", "val_subset", "device",
-    "num_workers", "lr", "weight_decay", "label_smoothing", "amp", "augment_on_device",
+    "num_workers", "lr", "weight_decay", "label_smoothing", "amp", "augment_on_device", "devices_per_job",
 )
 
 
@@ -117,11 +118,19 @@ def cli_overrides(config: dict, path: Path = PARAMS_FILE) -> list[str]:
     reaches the stages exactly as `dvc exp run -S epochs=1` does through the file.
     """
     on_disk = read_yaml(Path(path).read_text())
-    return [
-        f"{key}={json.dumps(value, separators=(',', ':'))}"
-        for key, value in config.items()
-        if on_disk.get(key) != value
-    ]
+    return [f"{key}={_flow(value)}" for key, value in config.items() if on_disk.get(key) != value]
+
+
+def _flow(value) -> str:
+    """`value` as one line that `read_yaml` reads back: compact JSON, but with YAML's .inf / .nan
+    (JSON's Infinity would come back as a string)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+    if isinstance(value, list):
+        return "[" + ",".join(map(_flow, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{_flow(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 def profile_settings(params: dict, name: str | None = None) -> dict:
@@ -141,6 +150,15 @@ def profile_settings(params: dict, name: str | None = None) -> dict:
     missing = sorted(set(schema()["$defs"]["settings"]["properties"]) - {"extends"} - set(settings))
     if missing:
         raise ConfigError(f"profile {params['profile']!r} does not set {', '.join(missing)}")
+    batch, devices = settings["batch_size"], settings["devices_per_job"]
+    if batch % devices:
+        # batch_size is the global batch: each device takes batch_size / devices_per_job of it.
+        fix = batch + devices - batch % devices
+        raise ConfigError(
+            f"batch_size {batch} does not split over devices_per_job {devices} (each device takes "
+            f"batch_size / devices_per_job images of every batch); set batch_size to a multiple of {devices}, "
+            f"e.g. --config batch_size={fix} (Snakemake) or -S batch_size={fix} (DVC), or change devices_per_job"
+        )
     return settings
 
 

@@ -1,7 +1,12 @@
-"""Device and thread handling, in one place.
+"""Device and thread handling, in one place; also the multi-device (data parallel) plumbing.
 
 Paddle's CPU kernels use one thread unless OMP_NUM_THREADS is set before paddle is imported.
 Snakemake sets it to the job's `threads`; under DVC (one stage at a time) we use every core.
+
+Data parallel (`devices_per_job` > 1): the training command re-executes itself through Paddle's
+launcher (`python -m paddle.distributed.launch`), which starts one worker process per device and
+tells each its rank in PADDLE_TRAINER_ID / PADDLE_TRAINERS_NUM. On GPUs each worker holds one
+GPU (NCCL); on the CPU the workers talk through gloo.
 """
 
 from __future__ import annotations
@@ -9,7 +14,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import signal
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 from pipeline import PipelineError
 
@@ -50,31 +60,191 @@ def gpu_count() -> int:
     return paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0
 
 
-def select(setting: str) -> str:
-    """Make `setting` (auto | cpu | gpu) Paddle's device and return "cpu" or "gpu"."""
+def select(setting: str, count: int = 1) -> str:
+    """Make `setting` (auto | cpu | gpu) Paddle's device and return "cpu" or "gpu".
+
+    `count`: devices the job trains on (devices_per_job); a GPU job needs that many GPUs. In a
+    launched worker, "gpu" is the worker's own GPU (the launcher's FLAGS_selected_gpus).
+    """
     import paddle
 
-    has_gpu = gpu_count() > 0
-    if setting == "gpu" and not has_gpu:
+    gpus = gpu_count()
+    if setting == "gpu" and not gpus:
         raise DeviceError(
             "no GPU found (this profile trains on a GPU; install paddlepaddle-gpu on a CUDA machine). "
             "To train on the CPU anyway, override the device: --config device=cpu (Snakemake) or -S device=cpu (DVC)"
         )
-    device = "gpu" if setting == "gpu" or (setting == "auto" and has_gpu) else "cpu"
+    device = "gpu" if setting == "gpu" or (setting == "auto" and gpus) else "cpu"
+    if device == "gpu" and gpus < count:
+        raise DeviceError(
+            f"devices_per_job={count} needs {count} GPUs, found {gpus}; "
+            f"lower it: --config devices_per_job={gpus} (Snakemake) or -S devices_per_job={gpus} (DVC)"
+        )
     paddle.set_device(device)
     return device
 
 
-def describe(device: str) -> str:
-    """A human-readable name, e.g. "GPU: NVIDIA A100" or "CPU (2 threads)"."""
+def describe(device: str, count: int = 1) -> str:
+    """A human-readable name, e.g. "GPU: NVIDIA A100", "CPU (2 threads)", "2 x GPU: NVIDIA A100"."""
     if device == "gpu":
         import paddle
 
-        return f"GPU: {paddle.device.cuda.get_device_name()}"
-    threads = os.environ.get("OMP_NUM_THREADS", "?")
-    return f"CPU ({threads} thread{'' if threads == '1' else 's'})"
+        name = f"GPU: {paddle.device.cuda.get_device_name()}"
+    else:
+        threads = os.environ.get("OMP_NUM_THREADS", "?")
+        name = f"CPU ({threads} thread{'' if threads == '1' else 's'})"
+    return name if count == 1 else f"{count} x {name}"
 
 
 def wants_gpu(setting: str) -> bool:
     """Whether a job with this device setting will hold a GPU; cheap enough for DAG building."""
     return setting == "gpu" or (setting == "auto" and os.path.exists("/proc/driver/nvidia/gpus"))
+
+
+def gpus_per_job(settings: dict, devices: int | None = None) -> int:
+    """GPUs a job holds (Snakemake's `resources: gpu=`): `devices` (default: the profile's
+    devices_per_job, what a training job uses) when the job runs on GPUs, else 0."""
+    return (settings["devices_per_job"] if devices is None else devices) if wants_gpu(settings["device"]) else 0
+
+
+# ---- Data parallel: one training job on several devices ------------------------------------------
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes) of this training process: (0, 1) unless Paddle's launcher started it."""
+    return int(os.environ.get("PADDLE_TRAINER_ID", 0)), int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
+
+
+def launched_worker() -> bool:
+    """Whether this process is one of several workers started by paddle.distributed.launch."""
+    return world()[1] > 1
+
+
+def launch_command(count: int, device: str, worker: list[str], log_dir: str | Path, job_id: str,
+                   visible_gpus: str | None = None) -> list[str]:
+    """The command that runs `worker` (a full argv) as `count` data-parallel processes.
+
+    GPUs: `--devices` lists the first `count` GPUs by the labels the launcher matches against
+    CUDA_VISIBLE_DEVICES (`visible_gpus`; "2,3" when that is set so, else 0..count-1); CPU:
+    `--nproc_per_node` processes, which the CPU build joins through gloo. No restarts (a failed
+    worker fails the job, which resumes from its last epoch when rerun); the launcher's own log
+    folder (workerlog.<rank> per worker) is `log_dir`, not ./log.
+    """
+    if device == "gpu":
+        visible = [g.strip() for g in visible_gpus.split(",")] if visible_gpus and visible_gpus != "all" else []
+        where = ["--devices", ",".join(visible[:count] or map(str, range(count)))]
+    else:
+        where = ["--nproc_per_node", str(count)]
+    return [sys.executable, "-m", "paddle.distributed.launch", *where, "--log_dir", str(log_dir),
+            "--job_id", job_id, "--max_restart", "0", "--log_level", "WARNING", "--log_overwrite", "true", *worker]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (a killed job leaves no orphans)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
+def launch(count: int, device: str, worker: list[str], log_dir: Path, job_id: str) -> None:
+    """Run `worker` on `count` devices through Paddle's launcher; its output (rank 0's, as the
+    launcher echoes it) goes to this process's stdout, so to the stage's log as well.
+
+    Each worker gets this job's CPU threads divided among them. A worker's one-line `error: ...`
+    becomes this process's error; any other failure names the worker logs.
+    """
+    log_dir = Path(log_dir)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or available_cores())
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // count)), "PYTHONUNBUFFERED": "1"}
+    cmd = launch_command(count, device, worker, log_dir, job_id, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_die_with_parent)
+    try:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: stop the launcher, which stops its workers
+            proc.terminate()
+            proc.wait()
+    if code != 0:
+        raise DeviceError(worker_failure(log_dir, code))
+
+
+def worker_failure(log_dir: Path, code: int) -> str:
+    """One line for a failed launch: the first worker's `error: ...` line (rank 0 first), else where to look."""
+    logs = sorted(Path(log_dir).glob("workerlog.*"), key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    for log in logs:
+        errors = re.findall(r"^error: (.*)$", log.read_text(errors="replace"), re.M)
+        if errors:
+            return errors[-1]
+    return f"a training process failed (launcher exit code {code}); see {', '.join(map(str, logs)) or log_dir}"
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """In a launched worker: join the other workers (gloo on the CPU, NCCL on GPUs); (rank, world)."""
+    rank, size = world()
+    if size > 1:
+        import paddle.distributed as dist
+
+        _die_with_parent()  # the launcher's workers live in their own sessions; end them with it
+        if device == "cpu":
+            os.environ["PADDLE_DISTRI_BACKEND"] = "gloo"  # also on a GPU build asked to train on the CPU
+        dist.init_parallel_env()
+    return rank, size
+
+
+def data_parallel(model):
+    """`model` wrapped in paddle.DataParallel when several workers train it (parameters and
+    buffers broadcast from rank 0, gradients averaged over workers in backward), else `model`."""
+    import paddle
+
+    return paddle.DataParallel(model) if world()[1] > 1 else model
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """Element-wise sums of `values` over all workers (the values themselves on one device)."""
+    if world()[1] == 1:
+        return list(values)
+    import numpy as np
+    import paddle
+    import paddle.distributed as dist
+
+    total = paddle.to_tensor(np.asarray(values, np.float64))
+    dist.all_reduce(total)
+    return total.numpy().tolist()
+
+
+def average_buffers(model) -> None:
+    """Average BatchNorm running statistics over workers (each tracks its own shard's), so
+    validation and checkpoints see one set; nothing to do on one device."""
+    size = world()[1]
+    if size == 1:
+        return
+    import paddle
+    import paddle.distributed as dist
+
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.layer.norm._BatchNormBase):
+            for buffer in (layer._mean, layer._variance):
+                dist.all_reduce(buffer)
+                buffer.set_value(buffer / size)
+
+
+def gather(obj) -> list:
+    """`obj` of every worker, in rank order ([obj] on one device)."""
+    if world()[1] == 1:
+        return [obj]
+    import paddle.distributed as dist
+
+    gathered: list = []
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier() -> None:
+    """Wait for every worker (no-op on one device)."""
+    if world()[1] > 1:
+        import paddle.distributed as dist
+
+        dist.barrier()

@@ -3,6 +3,16 @@
 Adam (lr 1e-3, L2 weight decay 1e-5), cosine annealing stepped every batch over all steps,
 label-smoothing cross entropy, best-by-val-acc and final checkpoints. Logs what the post
 logs: train loss every `log_every` steps, and per epoch lr, train loss/acc, val loss/acc.
+
+With `devices_per_job` N > 1 the command re-executes itself through Paddle's launcher as N
+workers (pipeline.device). The results mean what they mean on one device: `batch_size` is the
+global batch, of which each worker takes batch_size / N images (the same shuffle on every worker,
+`GlobalBatchSampler`); gradients are averaged over workers (paddle.DataParallel), so lr and
+schedule are unchanged; logged loss and accuracy are over the global batch. Worker r seeds its own
+randomness (augmentation, dropout) with seed + r; the model starts from rank 0's initialisation.
+BatchNorm normalises with each worker's own batch_size / N images (as DataParallel does); the
+running statistics are averaged over workers after every epoch. Validation and every write
+(checkpoints, csv, summary, resume state) happen on rank 0 while the others wait.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ import csv
 import functools
 import random
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -54,14 +65,14 @@ def evaluate(model, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_
 
 
 def mixed_precision(amp: str, dev: str):
-    """(autocast context factory, GradScaler or None) for amp = off | bf16 | fp16.
+    """(autocast context factory, GradScaler or None) for amp = fp32 | bf16 | fp16.
 
     Only on a GPU: Paddle's autocast does nothing on the CPU. fp16 needs loss scaling so small
     gradients do not flush to zero; bf16 has float32's range and needs none.
     """
-    if amp != "off" and dev != "gpu":
+    if amp != "fp32" and dev != "gpu":
         print(f"amp={amp} applies on a GPU only; training in float32 on the {dev.upper()}")
-    enabled = amp != "off" and dev == "gpu"
+    enabled = amp != "fp32" and dev == "gpu"
     autocast = functools.partial(paddle.amp.auto_cast, enable=enabled, level="O1",
                                  dtype="bfloat16" if amp == "bf16" else "float16")
     return autocast, paddle.amp.GradScaler() if enabled and amp == "fp16" else None
@@ -83,16 +94,68 @@ def training_step(model, optimizer, x, y, smoothing: float, autocast, scaler):
     return logits, loss
 
 
-def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str):
-    """Augmented (x, y) batches for one epoch after another: on the GPU itself when asked
-    (uint8 set held there, whole batches augmented by tensor ops), else from a DataLoader."""
+class GlobalBatchSampler(paddle.io.BatchSampler):
+    """This worker's share of every global batch, as a DataLoader `batch_sampler`.
+
+    Each epoch draws one permutation of the training set from (seed, epoch), the same on every
+    worker, and cuts it into full global batches of `batch_size` (a last partial batch is
+    dropped, as on one device). Worker `rank` of `world` takes the rank-th consecutive
+    batch_size / world indices of each: the shares are disjoint and together are the global batch
+    one device would train on. Call `set_epoch` before each epoch.
+    """
+
+    def __init__(self, num_images: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise TrainingError(f"batch_size {batch_size} does not split over {world} devices")
+        self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
+        self.rank, self.world, self.local = rank, world, batch_size // world
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_images // self.batch_size
+
+    def global_batches(self) -> list[np.ndarray]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_images)
+        return [order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self))]
+
+    def __iter__(self):
+        start = self.rank * self.local
+        for batch in self.global_batches():
+            yield batch[start:start + self.local].tolist()
+
+
+class SampledDeviceBatches(images.DeviceBatches):
+    """`images.DeviceBatches` (uint8 set on the GPU, whole batches augmented there) drawing its
+    batches from a `GlobalBatchSampler` instead of its own shuffle."""
+
+    def __init__(self, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_sampler: GlobalBatchSampler):
+        super().__init__(images_u8, labels, size, batch_sampler.local)
+        self.batch_sampler = batch_sampler
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self):
+        for indices in self.batch_sampler:
+            index = paddle.to_tensor(indices, place=self.images.place)
+            yield (images.augment_batch_on_device(paddle.gather(self.images, index), self.size, self.rng),
+                   paddle.gather(self.labels, index))
+
+
+def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str, rank: int = 0, world: int = 1):
+    """This worker's augmented (x, y) share of each global batch, one epoch after another (set
+    the epoch with `.batch_sampler.set_epoch`): on the GPU itself when asked (uint8 set held
+    there, whole batches augmented by tensor ops), else from a DataLoader."""
+    sampler = GlobalBatchSampler(len(train_x), s["batch_size"], s["seed"], rank, world)
     if s["augment_on_device"] and dev == "gpu":
-        return images.DeviceBatches(train_x, train_y, s["image_size"], s["batch_size"])
+        return SampledDeviceBatches(train_x, train_y, s["image_size"], sampler)
     workers = s["num_workers"]
     paddle.io.reader.use_pinned_memory(s["pin_memory"] and dev == "gpu")
     return paddle.io.DataLoader(
-        images.TrainDataset(train_x, train_y, s["image_size"]),
-        batch_size=s["batch_size"], shuffle=True, drop_last=True, num_workers=workers,
+        images.TrainDataset(train_x, train_y, s["image_size"]), batch_sampler=sampler, num_workers=workers,
         use_shared_memory=workers > 0, prefetch_factor=s["prefetch_batches"], persistent_workers=workers > 0,
     )
 
@@ -114,38 +177,67 @@ def save_checkpoint(model, optimizer, stem) -> None:
             paddle.save(obj, str(tmp))
 
 
-def save_state(path, model, optimizer, scheduler, progress: dict, settings: dict) -> None:
-    """Everything needed to continue after the last complete epoch, written atomically."""
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
+
+
+def save_state(path, model, optimizer, scheduler, progress: dict, settings: dict, rng: list[dict]) -> None:
+    """Everything needed to continue after the last complete epoch, written atomically.
+    `rng`: every worker's random states (`rng_state()`), in rank order."""
     state = {"settings": settings, "progress": progress, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}}
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}
     with atomic.atomic_path(path) as tmp:
         paddle.save(state, str(tmp))
 
 
-def load_state(path, model, optimizer, scheduler, settings: dict) -> dict | None:
-    """The saved progress if `path` holds a state of this very run (same settings), else None."""
+def load_state(path, model, optimizer, scheduler, settings: dict, rank: int = 0) -> dict | None:
+    """The saved progress if `path` holds a state of this very run (same settings, so the same
+    number of workers), else None; worker `rank` gets its own random states back."""
     if not path.exists():
         return None
     state = paddle.load(str(path))
     if state["settings"] != settings:
-        print(f"{path}: saved for other settings; starting over")
+        if rank == 0:
+            print(f"{path}: saved for other settings; starting over")
         return None
     model.set_state_dict(state["model"])
     optimizer.set_state_dict(state["optimizer"])
     scheduler.set_state_dict(state["scheduler"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    paddle.set_rng_state(state["rng"]["paddle"])
+    rng = state["rng"][rank]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    paddle.set_rng_state(rng["paddle"])
     return state["progress"]
+
+
+def launch_workers(params: dict, s: dict) -> None:
+    """Run this training as `devices_per_job` workers through Paddle's launcher (after checking,
+    here, that the devices exist), each running this same command."""
+    count, run = s["devices_per_job"], s["run"]
+    dev = device.select(s["device"], count)
+    log_dir = paths.log("train", run).with_suffix(".launch")
+    overrides = [f"--set={o}" for o in config.cli_overrides(params)]
+    worker = [sys.executable, "-u", "-m", "pipeline", "train", run, *overrides]
+    print(f"{run}: data parallel on {count} {dev.upper()} workers through paddle.distributed.launch "
+          f"(each worker's log: {log_dir}/workerlog.<rank>)", flush=True)
+    device.launch(count, dev, worker, log_dir, job_id=run)
 
 
 def main(params: dict, run: str) -> None:
     s = config.run_settings(params, run)
-    dev = device.select(s["device"])
-    random.seed(s["seed"])
-    np.random.seed(s["seed"])
-    paddle.seed(s["seed"])
+    rank, world = device.world()
+    if s["devices_per_job"] > 1 and world == 1:
+        return launch_workers(params, s)
+    if world != s["devices_per_job"]:
+        raise TrainingError(f"{world} workers were launched but devices_per_job is {s['devices_per_job']}")
+    lead = rank == 0  # validates and writes; the other workers wait
+    dev = device.select(s["device"], world)
+    device.init_distributed(dev)
+    # Worker r draws its augmentation and dropout from seed + r; its initial weights are
+    # replaced by rank 0's when the model is wrapped for data parallel.
+    random.seed(s["seed"] + rank)
+    np.random.seed(s["seed"] + rank)
+    paddle.seed(s["seed"] + rank)
 
     data = load_prepared(s["dataset"])
     train_x, train_y = subset(data, "train", s["train_subset"])
@@ -154,36 +246,45 @@ def main(params: dict, run: str) -> None:
         raise TrainingError(f"{len(train_x)} training images make no full batch of {s['batch_size']}; lower batch_size")
 
     model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
+    net = device.data_parallel(model)  # model itself on one device
     t_max = schedule_length(len(train_x), s["batch_size"], s["epochs"])
     scheduler = paddle.optimizer.lr.CosineAnnealingDecay(s["lr"], T_max=t_max)
     optimizer = paddle.optimizer.Adam(
         learning_rate=scheduler, parameters=model.parameters(), weight_decay=s["weight_decay"]
     )
-    loader = training_batches(train_x, train_y, s, dev)
+    loader = training_batches(train_x, train_y, s, dev, rank, world)
     autocast, scaler = mixed_precision(s["amp"], dev)
     # Work in progress lives outside the declared outputs, which Snakemake and DVC delete
     # before rerunning a job; the outputs appear only when the run is complete.
     work = paths.resume_dir(run)
     state_file = work / "state.pdckpt"
-    progress = load_state(state_file, model, optimizer, scheduler, s)
+    progress = load_state(state_file, model, optimizer, scheduler, s, rank)
     if progress is None:
         progress = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0,
                     "step_rows": [], "epoch_rows": []}
-    else:
+    elif lead:
         print(f"{run}: resuming after epoch {progress['epoch']} from {state_file}")
     started = time.perf_counter() - progress["elapsed"]
-    print(f"{run}: {s['arch']} + {s['attention']} on {s['dataset']} ({len(train_x)} train, {len(val_x)} val, "
-          f"{s['image_size']} px), {s['epochs']} epochs on {device.describe(dev)}")
+    where = device.describe(dev, world)
+    if lead:
+        print(f"{run}: {s['arch']} + {s['attention']} on {s['dataset']} ({len(train_x)} train, {len(val_x)} val, "
+              f"{s['image_size']} px), {s['epochs']} epochs on {where}")
 
     for epoch in range(progress["epoch"] + 1, s["epochs"] + 1):
-        model.train()
+        net.train()
+        loader.batch_sampler.set_epoch(epoch)
         lr = optimizer.get_lr()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"{run} epoch {epoch}/{s['epochs']}", unit="batch", mininterval=2, leave=False)
+        bar = tqdm(loader, desc=f"{run} epoch {epoch}/{s['epochs']}", unit="batch", mininterval=2, leave=False,
+                   disable=not lead)
         for x, y in bar:
-            logits, loss = training_step(model, optimizer, x, y, s["label_smoothing"], autocast, scaler)
+            logits, loss = training_step(net, optimizer, x, y, s["label_smoothing"], autocast, scaler)
             scheduler.step()
-            loss_value = float(loss)
+            # Loss and accuracy of the global batch (this worker's share alone on one device).
+            loss_value, hits, count = float(loss), int((logits.argmax(axis=-1) == y).sum()), len(y)
+            if world > 1:
+                total, hits, count = device.all_sum([loss_value * count, hits, count])
+                loss_value, hits, count = total / count, round(hits), round(count)
             step = progress["step"]
             if not np.isfinite(loss_value):
                 raise TrainingError(f"{run}: loss became {loss_value} at step {step} (epoch {epoch}); "
@@ -191,22 +292,37 @@ def main(params: dict, run: str) -> None:
             if step % s["log_every"] == 0:
                 progress["step_rows"].append({"step": step, "epoch": epoch, "loss": loss_value})
                 bar.set_postfix(loss=f"{loss_value:.3f}")
-            loss_sum += loss_value * len(y)
-            correct += int((logits.argmax(axis=-1) == y).sum())
-            seen += len(y)
+            loss_sum += loss_value * count
+            correct += hits
+            seen += count
             progress["step"] += 1
-        val_loss, val_acc = evaluate(model, val_x, val_y, s["image_size"], s["eval_batch_size"], s["label_smoothing"])
-        row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-               "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - started}
-        progress["epoch_rows"].append(row)
-        print(f"{run} epoch {epoch}/{s['epochs']}: lr {lr:.2e}  train loss {row['train_loss']:.4f} "
-              f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}", flush=True)
-        if val_acc > progress["best_acc"]:
-            progress["best_acc"], progress["best_epoch"] = val_acc, epoch
-            save_checkpoint(model, optimizer, work / "best")
-        progress.update(epoch=epoch, elapsed=row["seconds"])
-        save_state(state_file, model, optimizer, scheduler, progress, s)
+        device.average_buffers(model)  # BatchNorm running statistics: one set for validation and saving
+        rng = device.gather(rng_state())
+        if lead:
+            val_loss, val_acc = evaluate(model, val_x, val_y, s["image_size"], s["eval_batch_size"],
+                                         s["label_smoothing"])
+            row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                   "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - started}
+            progress["epoch_rows"].append(row)
+            print(f"{run} epoch {epoch}/{s['epochs']}: lr {lr:.2e}  train loss {row['train_loss']:.4f} "
+                  f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}", flush=True)
+            if val_acc > progress["best_acc"]:
+                progress["best_acc"], progress["best_epoch"] = val_acc, epoch
+                save_checkpoint(model, optimizer, work / "best")
+            progress.update(epoch=epoch, elapsed=row["seconds"])
+            save_state(state_file, model, optimizer, scheduler, progress, s, rng)
+        else:
+            progress.update(epoch=epoch)
+        device.barrier()
 
+    if lead:
+        write_outputs(run, s, model, optimizer, progress, work, len(train_x), len(val_x), where)
+    device.barrier()
+
+
+def write_outputs(run: str, s: dict, model, optimizer, progress: dict, work, train_images: int, val_images: int,
+                  where: str) -> None:
+    """The run's declared outputs, once it is complete; then its work in progress goes."""
     with atomic.atomic_dir(paths.checkpoints(run)) as out:
         save_checkpoint(model, optimizer, out / "final")
         for suffix in (".pdparams", ".pdopt"):
@@ -218,8 +334,8 @@ def main(params: dict, run: str) -> None:
         "best_val_acc": progress["best_acc"], "best_epoch": progress["best_epoch"],
         "final_train_acc": last["train_acc"], "final_train_loss": last["train_loss"],
         "final_val_acc": last["val_acc"], "epochs": s["epochs"], "steps": progress["step"],
-        "train_images": len(train_x), "val_images": len(val_x), "image_size": s["image_size"],
-        "dataset": s["dataset"], "device": device.describe(dev), "seconds": round(last["seconds"], 1),
+        "train_images": train_images, "val_images": val_images, "image_size": s["image_size"],
+        "dataset": s["dataset"], "device": where, "seconds": round(last["seconds"], 1),
         "params": count_parameters(model),
         "checkpoint_sha256": {f.name: atomic.digest(f) for f in sorted(paths.checkpoints(run).glob("*.pd*"))},
     })

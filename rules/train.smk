@@ -22,9 +22,10 @@ rule train:
     params:
         settings=lambda wc: cfg.run_settings(config, wc.run),
         overrides=SET,
-    threads: SETTINGS["train_threads"]  # Snakemake lowers it to --cores when that is smaller
+    # At least one core per data-parallel worker; Snakemake lowers it to --cores when that is smaller.
+    threads: max(SETTINGS["train_threads"], SETTINGS["devices_per_job"])
     resources:
-        gpu=GPUS_PER_JOB,
+        gpu=device.gpus_per_job(SETTINGS),  # devices_per_job GPUs, or 0 on the CPU
         mem_mb=lambda wc: cfg.run_settings(config, wc.run)["train_mem_mb"],
         runtime=lambda wc: cfg.run_settings(config, wc.run)["train_runtime_min"],
     conda:

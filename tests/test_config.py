@@ -91,3 +91,19 @@ def test_snakemake_config_strings_are_typed_like_the_file(params):
 def test_exponent_numbers_are_numbers_as_in_dvc():
     assert config.parse_override("lr=1e-4") == ("lr", 1e-4)
     assert config.parse_override("weight_decay=5E-6") == ("weight_decay", 5e-6)
+
+
+def test_params_read_the_same_as_yaml_1_1_and_1_2(params):
+    """`dvc exp run -S` rewrites params.yaml with YAML 1.2 (ruamel) and drops quotes it deems
+    unneeded, while PyYAML (Snakemake, pipeline.config) reads YAML 1.1, where e.g. off/yes/no
+    are booleans. A value both read alike survives the rewrite."""
+    import io
+
+    import yaml
+    from ruamel.yaml import YAML
+
+    text = config.PARAMS_FILE.read_text()
+    yaml12 = YAML(typ="safe", pure=True)
+    buffer = io.StringIO()
+    YAML().dump(YAML().load(text), buffer)  # what a round trip through ruamel writes back
+    assert yaml.safe_load(buffer.getvalue()) == yaml12.load(text) == yaml.safe_load(text)

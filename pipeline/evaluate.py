@@ -12,6 +12,7 @@ included, on a V100.) The prediction grid and the attention diagnostics run the 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import paddle
@@ -72,6 +73,7 @@ def verified_checkpoint(run: str, name: str):
 
 
 def main(params: dict, run: str) -> None:
+    started = time.perf_counter()
     s = config.run_settings(params, run)
     dev = device.select(s["device"])
     data = load_prepared(s["dataset"])
@@ -102,6 +104,7 @@ def main(params: dict, run: str) -> None:
         "throughput_img_s": round(img_per_s, 1), "throughput_batch": s["eval_batch_size"],
         "inference": inference.ENGINE[dev],
         "device": device.describe(dev), "params": count_parameters(model),
+        "seconds": round(time.perf_counter() - started, 2),  # the whole stage, for reports/provenance.json
     })
     print(f"{run}: val acc {val_acc:.4f}, loss {val_loss:.4f}, {img_per_s:.0f} img/s on {device.describe(dev)} "
           f"({inference.ENGINE[dev]})")

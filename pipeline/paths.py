@@ -17,6 +17,7 @@ NOTEBOOK_SOURCES = Path("notebooks")
 NOTEBOOKS = ("learning_curves", "predictions", "comparison", "diagnostics")
 COMPARISON_TABLE = REPORTS / "comparison.json"
 REPORT = REPORTS / "index.html"
+PROVENANCE = REPORTS / "provenance.json"  # the report's manifest: artifacts, commit, versions, wall times
 BENCH_JSON = REPORTS / "bench" / "bench.json"  # `python -m pipeline bench`, not a pipeline stage
 BENCH_TABLE = REPORTS / "bench" / "bench.md"
 
@@ -85,6 +86,17 @@ def notebook_io(name: str, runs: list[str]) -> tuple[list[Path], list[Path]]:
     if name == "diagnostics":
         return [attention(r) for r in runs], [notebook_figure(name)]
     raise KeyError(name)
+
+
+def report_inputs(runs: list[str]) -> list[Path]:
+    """Everything the report stage reads: its code, the notebooks' outputs, and, for the
+    provenance manifest, every artifact of the runs and the prepared data (folders as folders)."""
+    return (
+        [Path("pipeline/report.py"), Path("pipeline/provenance.py"), Path("pipeline/results.py"), PREPARED]
+        + [p for r in runs for p in (checkpoints(r), train_steps(r), train_epochs(r), train_summary(r),
+                                     evaluation(r), predictions(r), attention(r))]
+        + [p for n in NOTEBOOKS for p in (executed_notebook(n), notebook_html(n), *notebook_io(n, runs)[1])]
+    )
 
 
 def log(stage: str, target: str | None = None) -> Path:

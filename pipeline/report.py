@@ -3,6 +3,7 @@
 Every number comes from an artifact: the comparison table from reports/comparison.json (the
 comparison notebook's output), figures from the notebooks, run details from runs/*/*.json.
 Only the post's claimed figures come from pipeline/claims.py, and they are labelled as the claim.
+The provenance manifest (pipeline/provenance.py) goes to reports/provenance.json and the last appendix.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ import base64
 import datetime
 import html
 import json
-import platform
-import subprocess
-from importlib import metadata
+import time
 
-from pipeline import atomic, config, paths, results
+from pipeline import atomic, config, paths, provenance, results
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1200px; margin: 2em auto;
@@ -29,35 +28,24 @@ td.claim { color: #555; font-style: italic; }
 .demo { background: #fff3cd; border: 2px solid #e0a800; }
 .paper { background: #d1e7dd; border: 2px solid #198754; }
 img { max-width: 100%; border: 1px solid #ddd; }
-.meta td { text-align: left; }
+.meta td, .meta th, .text { text-align: left; }
 """
 
 
-def _version(*packages: str) -> str:
-    for name in packages:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return "not installed"
-
-
-def versions() -> dict:
-    return {
-        "Python": platform.python_version(),
-        "PaddlePaddle": _version("paddlepaddle-gpu", "paddlepaddle"),
-        **{name: _version(name) for name in ("numpy", "snakemake", "dvc", "papermill", "jupytext", "matplotlib")},
-    }
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
+def git_html(git: dict, short: bool = True) -> str:
+    if git["commit"] is None:
         return "unknown (not a git checkout)"
-    return commit.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
+    commit = git["commit"][:10] if short else f"<code>{git['commit']}</code>"
+    return f"{commit} ({'with uncommitted changes to tracked files' if git['dirty'] else 'clean'})"
+
+
+def versions_text(versions: dict) -> str:
+    paddle = versions["paddle"] or {}
+    build = (f"CUDA {paddle['cuda']}, cuDNN {paddle['cudnn']}" if paddle.get("cuda") else "CPU build")
+    named = {"Python": versions["python"],
+             "PaddlePaddle": f"{paddle['version']} ({build}, commit {paddle['commit'][:10]})" if paddle else None,
+             **{k: v for k, v in versions.items() if k not in ("python", "paddle")}}
+    return ", ".join(f"{k} {v or 'not installed'}" for k, v in named.items())
 
 
 def image_tag(name: str, alt: str) -> str:
@@ -111,19 +99,63 @@ def benchmark_appendix() -> str:
             + markdown_html(paths.BENCH_TABLE.read_text()))
 
 
+def _rows(pairs) -> str:
+    return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
+
+
+def provenance_appendix(manifest: dict) -> str:
+    """The manifest of reports/provenance.json, readable: code, software, devices, parameters,
+    wall times, and every artifact with its size and sha256."""
+    params = manifest["params"]
+    settings = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in params["settings"].items()}
+    times = ""
+    for stage, record in manifest["wall_time"].items():  # one row per target; stage and note span them
+        span = len(record["seconds"])
+        for i, (target, seconds) in enumerate(record["seconds"].items()):
+            shown = "not recorded" if seconds is None else f"{seconds:,.2f}"
+            times += ("<tr>" + (f'<td rowspan="{span}">{stage}</td>' if i == 0 else "")
+                      + f'<td class="text">{html.escape(target)}</td><td>{shown}</td>'
+                      + (f'<td rowspan="{span}" class="text">{html.escape(record["measures"])}</td>' if i == 0 else "")
+                      + "</tr>")
+    files = "".join(
+        f'<tr><td>{html.escape(a["path"])}</td><td>{a["size"]:,}</td>'
+        f'<td><code title="{a["sha256"]}">{a["sha256"][:16]}</code></td></tr>'
+        for a in manifest["artifacts"]
+    )
+    return f"""<h2>Appendix: provenance</h2>
+<p>Also as JSON in <code>{html.escape(str(paths.PROVENANCE))}</code>, with full sha256 digests, made
+{html.escape(manifest["generated"])}. Git commit: {git_html(manifest["git"], short=False)}
+(dvc.lock, which DVC rewrites while it runs, does not count as a change).</p>
+<table class="meta">{_rows([("versions", versions_text(manifest["versions"])),
+                            ("train device", "; ".join(manifest["devices"]["train"])),
+                            ("evaluate device", "; ".join(manifest["devices"]["evaluate"]))])}</table>
+<h3>Parameters of the active profile, overrides applied</h3>
+<table class="meta">{_rows([("profile", params["profile"]), ("archs", json.dumps(params["archs"])),
+                            ("attentions", json.dumps(params["attentions"])), ("seeds", json.dumps(params["seeds"])),
+                            *sorted(settings.items())])}</table>
+<h3>Wall time per stage (seconds)</h3>
+<table><tr><th>stage</th><th class="text">target</th><th>seconds</th><th class="text">what the time covers</th></tr>
+{times}</table>
+<h3>Artifacts ({len(manifest["artifacts"])} files)</h3>
+<table><tr><th>path</th><th>bytes</th><th>sha256 (first 16 hex digits)</th></tr>{files}</table>"""
+
+
 def main(params: dict) -> None:
+    started = time.perf_counter()
     settings = config.profile_settings(params)
     table = json.loads(paths.COMPARISON_TABLE.read_text())
     loaded = [results.load_run(r) for r in config.runs(params)]
+    manifest = provenance.build(params, started)
+    atomic.write_json(paths.PROVENANCE, manifest)
     meta = {
         "profile": params["profile"],
         "datasets": ", ".join(f"{a}: {d}" for a, d in settings["datasets"].items()),
-        "device": "; ".join(sorted({r["train"]["device"] for r in loaded})),
-        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "git commit": git_commit(),
-        "versions": ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "device": "; ".join(manifest["devices"]["train"]),
+        "generated": datetime.datetime.fromisoformat(manifest["generated"]).strftime("%Y-%m-%d %H:%M UTC"),
+        "git commit": git_html(manifest["git"]),
+        "versions": versions_text(manifest["versions"]),
     }
-    meta_rows = "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in meta.items())
+    meta_rows = _rows(meta.items())
     run_rows = "".join(
         f"<tr><td>{r['run']}</td><td>{r['train']['dataset']}</td><td>{r['train']['image_size']}</td>"
         f"<td>{r['train']['train_images']:,}</td><td>{r['train']['val_images']:,}</td><td>{r['train']['epochs']}</td>"
@@ -198,7 +230,8 @@ module as intended, and "gate" is the one-scalar control.</li>
 <h2>Notebooks</h2>
 <p>Executed with papermill: {links}</p>
 {benchmark_appendix()}
+{provenance_appendix(manifest)}
 </body></html>
 """
     atomic.write_text(paths.REPORT, page)
-    print(f"report: {paths.REPORT}")
+    print(f"report: {paths.REPORT} and {paths.PROVENANCE}")

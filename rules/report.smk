@@ -28,14 +28,10 @@ for name in paths.NOTEBOOKS:
 
 rule report:
     input:
-        "pipeline/report.py",
-        "pipeline/results.py",
-        [paths.notebook_io(n, RUNS)[1] for n in paths.NOTEBOOKS],
-        [paths.notebook_html(n) for n in paths.NOTEBOOKS],
-        [paths.train_summary(r) for r in RUNS],
-        [paths.evaluation(r) for r in RUNS],
+        paths.report_inputs(RUNS),  # all of them, as the provenance manifest hashes every one
     output:
         paths.REPORT,
+        paths.PROVENANCE,
     log:
         paths.log("report"),
     params:

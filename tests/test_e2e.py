@@ -50,6 +50,38 @@ def test_every_number_comes_from_artifacts(built):
     assert f"{row['ours']['val_acc']:.4f}" in (built / "reports/index.html").read_text()
 
 
+def test_provenance_lists_every_artifact_with_its_digest_commit_versions_and_wall_times(built):
+    import hashlib
+
+    from pipeline import device
+
+    paddle = device.import_paddle()
+    manifest = json.loads((built / "reports/provenance.json").read_text())
+    listed = {a["path"]: a for a in manifest["artifacts"]}
+    for path, artifact in listed.items():
+        with open(built / path, "rb") as f:
+            assert artifact["sha256"] == hashlib.file_digest(f, "sha256").hexdigest(), path
+        assert artifact["size"] == (built / path).stat().st_size, path
+    assert "data/prepared/digits.npz" in listed and "runs/checkpoints/resnet18-gate-s43/best.pdparams" in listed
+    assert all(f"runs/eval/{r}/metrics.json" in listed and f"runs/train/{r}/steps.csv" in listed for r in RUNS)
+    assert "reports/notebooks/comparison.ipynb" in listed and "reports/figures/diagnostics.png" in listed
+    assert not {"reports/index.html", "reports/provenance.json"} & set(listed)
+    commit = run(["git", "rev-parse", "HEAD"], cwd=built).stdout.strip()
+    assert manifest["git"] == {"commit": commit, "dirty": False}
+    assert manifest["versions"]["paddle"]["version"] == paddle.__version__
+    assert manifest["versions"]["paddle"]["commit"] == paddle.version.commit
+    assert manifest["params"]["profile"] == "ci" and manifest["params"]["settings"]["epochs"] == 1
+    assert manifest["devices"]["train"] == ["CPU (1 thread)"]
+    wall_time = manifest["wall_time"]
+    for stage, targets in (("data", ["data"]), ("train", RUNS), ("evaluate", RUNS),
+                           ("notebook", ["learning_curves", "predictions", "comparison", "diagnostics"])):
+        seconds = wall_time[stage]["seconds"]
+        assert sorted(seconds) == sorted(targets) and all(s > 0 for s in seconds.values()), (stage, seconds)
+    page = (built / "reports/index.html").read_text()
+    assert "<h2>Appendix: provenance</h2>" in page and commit in page
+    assert listed["runs/checkpoints/resnet18-gate-s43/best.pdparams"]["sha256"][:16] in page
+
+
 def test_statistics_and_findings_come_from_the_runs(built):
     table = json.loads((built / "reports/comparison.json").read_text())
     gain = next(g for g in table["gains"] if g["arch"] == "alexnet" and g["attention"] == "na-blog")
@@ -210,7 +242,7 @@ STAGE_WRITES = [
     ("train", "runs/checkpoints/alexnet-none-s42"),
     ("evaluate", "runs/eval/alexnet-none-s42/predictions.npz"),
     ("notebook", "reports/notebooks/learning_curves.ipynb"),
-    ("report", "reports/index.html"),
+    ("report", "reports/provenance.json"),  # then reports/index.html
 ]
 
 

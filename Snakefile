@@ -26,7 +26,8 @@ RUNS = cfg.runs(config)
 # --config values that differ from params.yaml reach every command as --set key=value.
 OVERRIDES = cfg.cli_overrides(config)
 SET = "".join(f" --set {shlex.quote(o)}" for o in OVERRIDES)
-GPUS_PER_JOB = device.gpus_per_job(SETTINGS, devices=1)  # one-device jobs; training takes devices_per_job
+# GPUs an evaluation holds; a training job holds devices_per_job of them (rules/train.smk).
+GPUS_PER_JOB = device.gpus_per_job(SETTINGS, devices=1)
 
 
 wildcard_constraints:

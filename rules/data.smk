@@ -8,11 +8,11 @@ rule data:
         directory(paths.PREPARED),
     log:
         paths.log("data"),
+    conda:
+        "../envs/na-repro.yaml"
     params:
         datasets=cfg.datasets(config),
         download=config["download"],
         overrides=SET,
-    conda:
-        "../envs/na-repro.yaml"
     shell:
         "python -m pipeline data{params.overrides}"

@@ -16,12 +16,12 @@ for name in paths.NOTEBOOKS:
             writes,
         log:
             paths.log("notebook", name),
+        conda:
+            "../envs/na-repro.yaml"
         params:
             name=name,  # the shell command is formatted at run time, after the loop has ended
             runs=RUNS,
             overrides=SET,
-        conda:
-            "../envs/na-repro.yaml"
         shell:
             "python -m pipeline notebook {params.name}{params.overrides}"
 
@@ -34,9 +34,9 @@ rule report:
         paths.PROVENANCE,
     log:
         paths.log("report"),
-    params:
-        overrides=SET,
     conda:
         "../envs/na-repro.yaml"
+    params:
+        overrides=SET,
     shell:
         "python -m pipeline report{params.overrides}"

@@ -19,17 +19,17 @@ rule train:
         paths.train_summary("{run}"),
     log:
         paths.log("train", "{run}"),
-    params:
-        settings=lambda wc: cfg.run_settings(config, wc.run),
-        overrides=SET,
+    conda:
+        "../envs/na-repro.yaml"
     # At least one core per data-parallel worker; Snakemake lowers it to --cores when that is smaller.
     threads: max(SETTINGS["train_threads"], SETTINGS["devices_per_job"])
     resources:
         gpu=device.gpus_per_job(SETTINGS),  # devices_per_job GPUs, or 0 on the CPU
         mem_mb=lambda wc: cfg.run_settings(config, wc.run)["train_mem_mb"],
         runtime=lambda wc: cfg.run_settings(config, wc.run)["train_runtime_min"],
-    conda:
-        "../envs/na-repro.yaml"
+    params:
+        settings=lambda wc: cfg.run_settings(config, wc.run),
+        overrides=SET,
     shell:
         "python -m pipeline train {wildcards.run}{params.overrides}"
 
@@ -48,14 +48,14 @@ rule evaluate:
         paths.attention("{run}"),
     log:
         paths.log("evaluate", "{run}"),
-    params:
-        settings=lambda wc: cfg.run_settings(config, wc.run),
-        overrides=SET,
+    conda:
+        "../envs/na-repro.yaml"
     # Every core of this machine; a cluster run has no --cores and gives it a training job's share.
     threads: lambda wildcards: workflow.resource_settings.cores or SETTINGS["train_threads"]
     resources:
         gpu=GPUS_PER_JOB,
-    conda:
-        "../envs/na-repro.yaml"
+    params:
+        settings=lambda wc: cfg.run_settings(config, wc.run),
+        overrides=SET,
     shell:
         "python -m pipeline evaluate {wildcards.run}{params.overrides}"

@@ -36,7 +36,8 @@ findings = results.findings(profile, rows, vs_baseline, vs_gate, degeneracy)
 atomic.write_json(paths.COMPARISON_TABLE, {
     "profile": profile, "claim_source": claims.SOURCE, "claim_throughput_setup": claims.THROUGHPUT_SETUP,
     "eval_device": sorted({r["eval"]["device"] for r in loaded}),
-    "eval_engine": sorted({r["eval"].get("inference", "eager paddle") for r in loaded}), "rule": stats.RULE, "test": "Welch's t-test",
+    "eval_engine": sorted({r["eval"].get("inference", "eager paddle") for r in loaded}),
+    "rule": stats.RULE, "test": "Welch's t-test",
     "rows": rows, "gains": vs_baseline, "gate_controls": vs_gate, "na_blog": degeneracy, "findings": findings,
 })
 

@@ -34,7 +34,8 @@ measured = {r: m for r, m in measured.items() if m["layers"]}  # baselines have 
 
 fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
 spread_ax, term_ax, param_ax, gate_ax = axes.flat
-for (run, m), colour in zip(measured.items(), plt.get_cmap("tab10").colors):
+# a colour per run from a palette of 10: the lengths differ
+for (run, m), colour in zip(measured.items(), plt.get_cmap("tab10").colors, strict=False):
     layers = m["layers"]
     x = range(1, len(layers) + 1)
     pooled = [layer for layer in layers if "g_spread" in layer]

@@ -28,7 +28,7 @@ from pipeline import results
 loaded = [results.load_run(r) for r in runs]
 archs = list(dict.fromkeys(r["arch"] for r in loaded))
 attentions = list(dict.fromkeys(r["attention"] for r in loaded))
-colours = dict(zip(attentions, plt.get_cmap("tab10").colors))
+colours = dict(zip(attentions, plt.get_cmap("tab10").colors, strict=False))  # a colour each, from a palette of 10
 
 fig, axes = plt.subplots(2, len(archs), figsize=(6.5 * len(archs), 8), squeeze=False)
 for col, arch in enumerate(archs):

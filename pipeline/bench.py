@@ -58,9 +58,10 @@ def data_path(repeats: int, images_per_call: int) -> list[dict]:
     rows = []
     for size in DATA_SIZES:
         blog, ours = images.blog_train_transform(size), images.TrainDataset(source, labels, size)
+        # the loop's transforms are bound as defaults (the closures only run inside this iteration)
         seconds = _interleaved({
-            "blog": lambda: [blog(im) for im in source],
-            "ours": lambda: [ours[i] for i in range(len(source))],
+            "blog": lambda blog=blog: [blog(im) for im in source],
+            "ours": lambda ours=ours: [ours[i] for i in range(len(source))],
         }, repeats)
         blog_rate, ours_rate = (_median_rate(seconds[k], images_per_call) for k in ("blog", "ours"))
         rows.append({"source_px": 32, "size": size, "blog_img_s": round(blog_rate), "ours_img_s": round(ours_rate),
@@ -116,10 +117,11 @@ def inference(repeats: int, batch: int, threads: int) -> list[dict]:
         x = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
         compiled = predictor.compile_model(model, size, "cpu", threads)
 
-        def eager():
+        # the loop's model, input and predictor are bound as defaults (the closures only run inside this iteration)
+        def eager(model=model, x=x):
             with paddle.no_grad():
                 model(paddle.to_tensor(x)).numpy()
-        seconds = _interleaved({"eager": eager, "compiled": lambda: compiled(x)}, repeats)
+        seconds = _interleaved({"eager": eager, "compiled": lambda compiled=compiled, x=x: compiled(x)}, repeats)
         e, c = (_median_rate(seconds[k], batch) for k in ("eager", "compiled"))
         rows.append({"arch": arch, "size": size, "attention": attention, "batch": batch,
                      "eager_img_s": round(e, 1), "compiled_img_s": round(c, 1), "ratio": round(c / e, 2)})
@@ -184,18 +186,21 @@ def markdown(r: dict) -> str:
              f"| data_speedup (ours / post's chain, per core, 32 -> 128 px) | {r['data_speedup']}x |",
              f"| thread_speedup ({r['machine']['allotted_threads']} one-thread jobs side by side / one, AlexNet 128 px "
              f"training) | {r['thread_speedup']}x |",
-             f"| intra_op_speedup (one job, {r['machine']['allotted_threads']} threads / 1) | {r['intra_op_speedup']}x |",
+             f"| intra_op_speedup (one job, {r['machine']['allotted_threads']} threads / 1) "
+             f"| {r['intra_op_speedup']}x |",
              f"| noop_seconds (`snakemake --cores 4 all` with nothing to do) | {r['noop_seconds']} |"]
     lines += [f"| na_overhead {v} (AlexNet 128 px step) | {f:+.1%} |" for v, f in r["na_overhead"].items()]
     lines += ["", "| data path (per core) | post's chain img/s | ours img/s | ratio |", "|---|---|---|---|"]
-    lines += [f"| 32 -> {d['size']} px | {d['blog_img_s']} | {d['ours_img_s']} | {d['ratio']}x |" for d in r["data_path"]]
+    lines += [f"| 32 -> {d['size']} px | {d['blog_img_s']} | {d['ours_img_s']} | {d['ratio']}x |"
+              for d in r["data_path"]]
     lines += ["", "| training | attention | batch | step ms | img/s | vs none |", "|---|---|---|---|---|---|"]
     lines += [f"| {t['arch']} {t['size']} px | {t['attention']} | {t['batch']} | {t['step_ms']} | {t['img_s']} | "
               f"{t['overhead']:+.1%} |" for t in r["training"]]
     lines += ["", "| inference | batch | eager img/s | predictor img/s | ratio |", "|---|---|---|---|---|"]
     lines += [f"| {i['arch']} {i['size']} px {i['attention']} | {i['batch']} | {i['eager_img_s']} | "
               f"{i['compiled_img_s']} | {i['ratio']}x |" for i in r["inference"]]
-    lines += ["", "| cores (training) | 1 core img/s | 1 job, all threads | ratio | 1-thread jobs side by side | ratio |",
+    lines += ["", "| cores (training) | 1 core img/s | 1 job, all threads | ratio "
+              "| 1-thread jobs side by side | ratio |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {t['arch']} {t['size']} px, {t['cores']} cores | {t['one_core_img_s']} | {t['threads_img_s']} | "
               f"{t['threads_ratio']}x | {t['jobs_img_s']} | {t['jobs_ratio']}x |" for t in r["threads"]]
@@ -208,9 +213,10 @@ def markdown(r: dict) -> str:
 
 def _cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown CPU"

@@ -146,10 +146,10 @@ def fetch_archive(dataset: str, download: dict) -> Path:
 class _CifarUnpickler(pickle.Unpickler):
     """Only what the official CIFAR pickles need; anything else is refused, not executed."""
 
-    ALLOWED = {
+    ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
-    }
+    })
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -172,7 +172,8 @@ def read_cifar(dataset: str, archive: Path) -> dict:
     """The official python-pickle archive, read in memory (nothing is extracted to disk)."""
     spec = CIFAR[dataset]
     try:
-        tar = tarfile.open(archive, "r:gz")
+        # closed by the `with tar:` below; opened here so this except covers only the open
+        tar = tarfile.open(archive, "r:gz")  # noqa: SIM115
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"{archive} is not a readable .tar.gz ({exc}); delete it and fetch it again") from None
     with tar:

@@ -45,7 +45,8 @@ DEGREES = 20
 JITTER_OPS = ("brightness", "contrast", "saturation")  # the codes 0, 1, 2 of Augmentation.order
 
 # uint8 value -> normalised float32, per channel: to tensor (/255) and Normalize in one lookup
-_NORMALISE = [((np.arange(256, dtype=np.float32) / 255 - m) / s).astype(np.float32) for m, s in zip(MEAN, STD)]
+_NORMALISE = [((np.arange(256, dtype=np.float32) / 255 - m) / s).astype(np.float32)
+              for m, s in zip(MEAN, STD, strict=True)]
 _LEVELS = np.arange(256, dtype=np.float64)  # paddle builds its lookup tables in float64
 
 
@@ -101,7 +102,7 @@ class Augmentation:
         """One Augmentation of Python scalars per image (Python floats keep float32 arithmetic
         in float32, as paddle's Python-float factors do)."""
         columns = [getattr(self, f.name).tolist() for f in dataclasses.fields(self)]
-        return [Augmentation(*values[:-1], tuple(values[-1])) for values in zip(*columns)]
+        return [Augmentation(*values[:-1], tuple(values[-1])) for values in zip(*columns, strict=True)]
 
 
 # Every draw is a function of UNIFORMS numbers ~ U(0, 1): 2 per crop attempt and 11 for the rest.
@@ -271,9 +272,9 @@ def augment_batch_on_device(batch_u8, size: int, rng=None, params: Augmentation 
     Parameters come from `sample_augmentations(rng, n, size)` (rng: a Generator; default numpy's
     global state) unless `params` is given, so the distribution is the per-image path's. The steps
     mirror `apply_augmentation`: bilinear resize to R x R, jitter (float arithmetic with paddle's
-    truncations), crop box and flip by bilinear grid_sample clamped to the box (cv2.resize of a box never reads outside it),
-    rotation by nearest-neighbour grid_sample with black fill, normalisation. Values are rounded
-    to integers after each resampling, as cv2 stores uint8.
+    truncations), crop box and flip by bilinear grid_sample clamped to the box (cv2.resize of a
+    box never reads outside it), rotation by nearest-neighbour grid_sample with black fill,
+    normalisation. Values are rounded to integers after each resampling, as cv2 stores uint8.
     """
     import paddle
     import paddle.nn.functional as F

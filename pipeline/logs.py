@@ -26,6 +26,9 @@ class _Tee:
 @contextlib.contextmanager
 def tee(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", buffering=1) as log:
-        with contextlib.redirect_stdout(_Tee(sys.stdout, log)), contextlib.redirect_stderr(_Tee(sys.stderr, log)):
-            yield
+    with (
+        open(path, "w", buffering=1) as log,
+        contextlib.redirect_stdout(_Tee(sys.stdout, log)),
+        contextlib.redirect_stderr(_Tee(sys.stderr, log)),
+    ):
+        yield

@@ -33,7 +33,7 @@ class NABlog(nn.Layer):
         """g before normalisation, (B, C): the post's steps 1-3."""
         context = paddle.mean(x, axis=[2, 3], keepdim=True)
         g = -paddle.abs(x - context)
-        b, c, h, w = g.shape
+        b, c, _, _ = g.shape
         return paddle.sum(nn.functional.softmax(g.reshape((b, c, -1)), axis=2), axis=2)
 
     def forward(self, x):

@@ -27,7 +27,8 @@ DATA_DONE = re.compile(r"^data: done in ([0-9.]+) s$", re.MULTILINE)
 MEASURES = {
     "data": "the whole stage: fetching, reading and saving every dataset (logs/data/data.log)",
     "train": "the training loop, per-epoch validation included, over all resumes (summary.json seconds)",
-    "evaluate": "the stage after loading Paddle: compiling the predictor, evaluation, diagnostics (metrics.json seconds)",
+    "evaluate": "the stage after loading Paddle: compiling the predictor, evaluation, diagnostics "
+                "(metrics.json seconds)",
     "notebook": "executing the notebook, as papermill records it (the .ipynb's metadata.papermill.duration)",
     "report": "this stage up to the manifest, hashing included (measured in the process)",
 }

@@ -75,7 +75,7 @@ def markdown_html(text: str) -> str:
 
     def cells(line: str) -> list[str]:
         return [html.escape(c.strip()).replace("`", "") for c in line.strip().strip("|").split("|")]
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if line.startswith("|"):
             if not set(line) <= set("|-: "):  # skip the header separator
                 rows.append(cells(line))
@@ -184,7 +184,8 @@ PaddlePaddle and claims AlexNet on CIFAR-10 goes from 79.7% to 84.6% and ResNet1
 <p>Claimed figures are {html.escape(table['claim_source'])}; they are in italics. Ours: final-epoch train
 accuracy, validation accuracy of the best checkpoint, parameters as paddle.summary counts them, and
 inference throughput on {html.escape(', '.join(table['eval_device']))} through
-{html.escape(', '.join(table['eval_engine']))} (pre-processed batches in, logits out, after warm-up; the post's is {html.escape(table['claim_throughput_setup'])}, so only the ratio between
+{html.escape(', '.join(table['eval_engine']))} (pre-processed batches in, logits out, after warm-up; the post's is \
+{html.escape(table['claim_throughput_setup'])}, so only the ratio between
 configurations is comparable). Mean ± standard deviation over seeds.</p>
 {results.comparison_html(table['rows'])}
 

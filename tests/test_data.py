@@ -136,7 +136,8 @@ def test_data_stage_writes_prepared_arrays(project, http_server, no_internet):
 def served_cifar10(tmp_path, archive_server):
     archive = cifar_archives.cifar10(tmp_path / "build" / "cifar-10-python.tar.gz")
     archive_server.files[archive.name] = archive.read_bytes()
-    settings = download_settings(tmp_path, mirrors=[archive_server.url], md5={archive.name: cifar_archives.md5(archive)})
+    settings = download_settings(tmp_path, mirrors=[archive_server.url],
+                                 md5={archive.name: cifar_archives.md5(archive)})
     return archive, settings
 
 
@@ -208,5 +209,5 @@ def test_truncated_archive_is_a_clear_error(tmp_path, no_internet):
     archive = cifar_archives.cifar10(tmp_path / "raw" / "cifar-10-python.tar.gz")
     archive.write_bytes(archive.read_bytes()[:-200])
     settings = download_settings(tmp_path, md5={archive.name: cifar_archives.md5(archive)})
-    with pytest.raises(data.DataError, match="delete it and fetch it again|delete the archive and fetch it again"):
+    with pytest.raises(data.DataError, match=r"delete it and fetch it again|delete the archive and fetch it again"):
         data.read_cifar("cifar10", data.fetch_archive("cifar10", settings))

@@ -115,7 +115,7 @@ def test_workers_split_each_global_batch_into_disjoint_shares():
         per_worker = [list(s) for s in shares]
         assert all(len(batches) == 8 and all(len(b) == 4 for b in batches) for batches in per_worker)
         for k, batch in enumerate(single):
-            assert sum((w[k] for w in per_worker), []) == batch  # shares, in rank order, are the batch
+            assert [i for w in per_worker for i in w[k]] == batch  # shares, in rank order, are the batch
         assert len({i for b in single for i in b}) == 96
     one.set_epoch(1)
     first = list(one)

@@ -12,14 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import device
+from pipeline import device, images
 
 paddle = device.import_paddle()
 
-import paddle.vision.transforms as T
-import paddle.vision.transforms.functional as PF
-
-from pipeline import images
+# after import_paddle(): it fixes OMP_NUM_THREADS before paddle loads and keeps the import quiet
+import paddle.vision.transforms as T  # noqa: E402 - paddle must be imported by device.import_paddle() first
+import paddle.vision.transforms.functional as PF  # noqa: E402 - as above
 
 N = 4000  # draws per distribution check
 KS_LIMIT = 1.95 * np.sqrt(2 / N)  # two-sample Kolmogorov-Smirnov critical value at alpha = 0.001
@@ -30,7 +29,8 @@ def ks_distance(a, b) -> float:
     """Largest gap between the two empirical CDFs."""
     a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
     points = np.concatenate([a, b])
-    return float(np.abs(np.searchsorted(a, points, "right") / len(a) - np.searchsorted(b, points, "right") / len(b)).max())
+    return float(np.abs(np.searchsorted(a, points, "right") / len(a)
+                        - np.searchsorted(b, points, "right") / len(b)).max())
 
 
 def colour_images(n: int, seed: int = 0) -> np.ndarray:
@@ -265,7 +265,7 @@ def test_device_batches_match_the_per_image_path(size):
     aug = images.sample_augmentations(np.random.default_rng(size), len(imgs), size)
     got = images.augment_batch_on_device(paddle.to_tensor(imgs), size, params=aug)
     assert got.dtype == paddle.float32 and got.shape == [12, 3, size, size]
-    want = np.stack([images.apply_augmentation(im, a, size) for im, a in zip(imgs, aug.rows())])
+    want = np.stack([images.apply_augmentation(im, a, size) for im, a in zip(imgs, aug.rows(), strict=True)])
     diffs = np.abs(got.numpy() - want)
     # Float arithmetic against cv2's fixed point: a level here and there, up to 2 once the jitter
     # amplifies it; in rare pixels nearest-neighbour rotation picks the pixel across an edge, or
@@ -278,7 +278,8 @@ def test_device_batches_match_the_per_image_path(size):
 def test_device_path_draws_from_the_sampler():
     imgs = paddle.to_tensor(colour_images(4))
     drawn = images.augment_batch_on_device(imgs, 32, rng=np.random.default_rng(11))
-    given = images.augment_batch_on_device(imgs, 32, params=images.sample_augmentations(np.random.default_rng(11), 4, 32))
+    given = images.augment_batch_on_device(imgs, 32,
+                                           params=images.sample_augmentations(np.random.default_rng(11), 4, 32))
     np.testing.assert_array_equal(drawn.numpy(), given.numpy())
 
 
@@ -294,11 +295,13 @@ def test_device_batches_shuffle_drop_the_last_batch_and_keep_labels_aligned():
         index = order[4 * k:4 * k + 4]
         np.testing.assert_array_equal(y.numpy(), labels[index])
         aug = images.sample_augmentations(rng, 4, 32)
-        np.testing.assert_array_equal(x.numpy(), images.augment_batch_on_device(paddle.to_tensor(imgs[index]), 32, params=aug).numpy())
-    assert not np.array_equal(np.concatenate([y.numpy() for _, y in list(batches)]), np.concatenate([y.numpy() for _, y in epoch]))
+        np.testing.assert_array_equal(
+            x.numpy(), images.augment_batch_on_device(paddle.to_tensor(imgs[index]), 32, params=aug).numpy())
+    assert not np.array_equal(np.concatenate([y.numpy() for _, y in list(batches)]),
+                              np.concatenate([y.numpy() for _, y in epoch]))
     # without a seed: numpy's global state, as the training stage seeds and checkpoints it
     unseeded = images.DeviceBatches(imgs, labels, 32, 4)
     np.random.seed(8)
     first = [x.numpy() for x, _ in unseeded]
     np.random.seed(8)
-    assert all(np.array_equal(a, x.numpy()) for a, (x, _) in zip(first, unseeded))
+    assert all(np.array_equal(a, x.numpy()) for a, (x, _) in zip(first, unseeded, strict=True))

@@ -61,7 +61,7 @@ def post_na_forward(x, gamma, beta):
     """The post's NA.forward, verbatim but for the module wrapper (REFERENCE.md, "na-blog")."""
     C = paddle.mean(x, axis=[2, 3], keepdim=True)
     g = -paddle.abs(x - C)
-    b, c, h, w = g.shape
+    b, c, h, w = g.shape  # noqa: RUF059 - kept verbatim from the post
     g = paddle.sum(paddle.nn.Softmax(axis=2)(g.reshape((b, c, -1))), axis=2, keepdim=True).reshape((b, c, 1, 1))
     mean = paddle.mean(g, axis=1, keepdim=True)
     std = paddle.std(g, axis=1, keepdim=True) + 1e-5
@@ -83,10 +83,10 @@ def test_params_command_prints_the_posts_counts(project):
 
     out = run(["python", "-m", "pipeline", "params", "--profile", "paper"], cwd=project).stdout
     for experiment, count in zip(("alexnet-none", "alexnet-na-blog", "resnet18-none", "resnet18-na-blog"),
-                                 POST_COUNTS.values()):
+                                 POST_COUNTS.values(), strict=True):
         line = next(x for x in out.splitlines() if x.startswith(experiment + " "))
         assert f"{count:,}" in line and line.endswith("yes")
-    assert "all 4 runs: ~" in out and "GPU minutes (an estimate, not a measurement)" in out
+    assert "all 8 runs: ~" in out and "GPU minutes (an estimate, not a measurement)" in out
 
 
 # Independent NumPy versions of each attention variant (REFERENCE.md), float64 for reference.

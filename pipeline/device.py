@@ -63,11 +63,19 @@ def gpu_count() -> int:
 def select(setting: str, count: int = 1) -> str:
     """Make `setting` (auto | cpu | gpu) Paddle's device and return "cpu" or "gpu".
 
-    `count`: devices the job trains on (devices_per_job); a GPU job needs that many GPUs. In a
-    launched worker, "gpu" is the worker's own GPU (the launcher's FLAGS_selected_gpus).
+    `count`: devices the job trains on (devices_per_job). In a launched worker, "gpu" is the
+    worker's own GPU (the launcher's FLAGS_selected_gpus).
     """
     import paddle
 
+    device = resolve(setting, count)
+    paddle.set_device(device)
+    return device
+
+
+def resolve(setting: str, count: int = 1) -> str:
+    """"cpu" or "gpu" for `setting` (auto | cpu | gpu), checking that a GPU job finds `count`
+    GPUs; unlike `select`, it leaves Paddle's device alone (a launching process holds none)."""
     gpus = gpu_count()
     if setting == "gpu" and not gpus:
         raise DeviceError(
@@ -80,7 +88,6 @@ def select(setting: str, count: int = 1) -> str:
             f"devices_per_job={count} needs {count} GPUs, found {gpus}; "
             f"lower it: --config devices_per_job={gpus} (Snakemake) or -S devices_per_job={gpus} (DVC)"
         )
-    paddle.set_device(device)
     return device
 
 
@@ -119,6 +126,10 @@ def launched_worker() -> bool:
     return world()[1] > 1
 
 
+LAUNCH_FLAG_VARIABLES = ("PADDLE_DEVICES", "PADDLE_NPROC_PER_NODE", "PADDLE_LOG_DIR", "PADDLE_JOB_ID",
+                         "PADDLE_MAX_RESTART", "PADDLE_LOG_LEVEL", "PADDLE_LOG_OVERWRITE")
+
+
 def launch_command(count: int, device: str, worker: list[str], log_dir: str | Path, job_id: str,
                    visible_gpus: str | None = None) -> list[str]:
     """The command that runs `worker` (a full argv) as `count` data-parallel processes.
@@ -138,12 +149,17 @@ def launch_command(count: int, device: str, worker: list[str], log_dir: str | Pa
             "--job_id", job_id, "--max_restart", "0", "--log_level", "WARNING", "--log_overwrite", "true", *worker]
 
 
-def _die_with_parent() -> None:
+def _prctl():
+    """libc's prctl, looked up before any fork: a forked child may only make plain calls."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent(prctl=None) -> None:
     """Ask Linux to SIGTERM this process when its parent dies (a killed job leaves no orphans)."""
     with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        (prctl or _prctl())(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 def launch(count: int, device: str, worker: list[str], log_dir: Path, job_id: str) -> None:
@@ -155,10 +171,13 @@ def launch(count: int, device: str, worker: list[str], log_dir: Path, job_id: st
     """
     log_dir = Path(log_dir)
     threads = int(os.environ.get("OMP_NUM_THREADS") or available_cores())
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // count)), "PYTHONUNBUFFERED": "1"}
+    # The launcher lets these variables override the flags we give it (paddle's launch/context/args_envs.py).
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_FLAG_VARIABLES}
+    env.update(OMP_NUM_THREADS=str(max(1, threads // count)), PYTHONUNBUFFERED="1")
     cmd = launch_command(count, device, worker, log_dir, job_id, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    prctl = _prctl()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=lambda: _die_with_parent(prctl))
     try:
         for line in proc.stdout:
             sys.stdout.write(line)
@@ -199,12 +218,12 @@ def data_parallel(model):
     buffers broadcast from rank 0, gradients averaged over workers in backward), else `model`."""
     import paddle
 
-    return paddle.DataParallel(model) if world()[1] > 1 else model
+    return paddle.DataParallel(model) if launched_worker() else model
 
 
 def all_sum(values: list[float]) -> list[float]:
     """Element-wise sums of `values` over all workers (the values themselves on one device)."""
-    if world()[1] == 1:
+    if not launched_worker():
         return list(values)
     import numpy as np
     import paddle
@@ -233,7 +252,7 @@ def average_buffers(model) -> None:
 
 def gather(obj) -> list:
     """`obj` of every worker, in rank order ([obj] on one device)."""
-    if world()[1] == 1:
+    if not launched_worker():
         return [obj]
     import paddle.distributed as dist
 
@@ -244,7 +263,7 @@ def gather(obj) -> list:
 
 def barrier() -> None:
     """Wait for every worker (no-op on one device)."""
-    if world()[1] > 1:
+    if launched_worker():
         import paddle.distributed as dist
 
         dist.barrier()

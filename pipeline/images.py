@@ -345,22 +345,28 @@ class DeviceBatches:
     """
 
     def __init__(self, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_size: int,
-                 seed: int | None = None, place=None):
+                 seed: int | None = None, place=None, batch_sampler=None):
         import paddle
 
         self.images = paddle.to_tensor(np.ascontiguousarray(images_u8), dtype="uint8", place=place)
         self.labels = paddle.to_tensor(np.asarray(labels, np.int64), place=place)
         self.size, self.batch_size = size, batch_size
         self.rng = np.random if seed is None else np.random.default_rng(seed)
+        self.batch_sampler = batch_sampler  # lists of indices per batch, in place of the own shuffle
 
     def __len__(self) -> int:
-        return self.images.shape[0] // self.batch_size
+        return len(self.batch_sampler) if self.batch_sampler else self.images.shape[0] // self.batch_size
+
+    def batches(self):
+        if self.batch_sampler:
+            return iter(self.batch_sampler)
+        order = self.rng.permutation(self.images.shape[0])
+        return (order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self)))
 
     def __iter__(self):
         import paddle
 
-        order = self.rng.permutation(self.images.shape[0])
-        for k in range(len(self)):
-            index = paddle.to_tensor(order[k * self.batch_size:(k + 1) * self.batch_size], place=self.images.place)
+        for indices in self.batches():
+            index = paddle.to_tensor(indices, place=self.images.place)
             yield (augment_batch_on_device(paddle.gather(self.images, index), self.size, self.rng),
                    paddle.gather(self.labels, index))

@@ -105,8 +105,7 @@ class GlobalBatchSampler(paddle.io.BatchSampler):
     """
 
     def __init__(self, num_images: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        if batch_size % world:
-            raise TrainingError(f"batch_size {batch_size} does not split over {world} devices")
+        # batch_size splits over `world`: pipeline.config refuses settings where it does not.
         self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
         self.rank, self.world, self.local = rank, world, batch_size // world
         self.epoch = 1
@@ -127,31 +126,13 @@ class GlobalBatchSampler(paddle.io.BatchSampler):
             yield batch[start:start + self.local].tolist()
 
 
-class SampledDeviceBatches(images.DeviceBatches):
-    """`images.DeviceBatches` (uint8 set on the GPU, whole batches augmented there) drawing its
-    batches from a `GlobalBatchSampler` instead of its own shuffle."""
-
-    def __init__(self, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_sampler: GlobalBatchSampler):
-        super().__init__(images_u8, labels, size, batch_sampler.local)
-        self.batch_sampler = batch_sampler
-
-    def __len__(self) -> int:
-        return len(self.batch_sampler)
-
-    def __iter__(self):
-        for indices in self.batch_sampler:
-            index = paddle.to_tensor(indices, place=self.images.place)
-            yield (images.augment_batch_on_device(paddle.gather(self.images, index), self.size, self.rng),
-                   paddle.gather(self.labels, index))
-
-
 def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str, rank: int = 0, world: int = 1):
     """This worker's augmented (x, y) share of each global batch, one epoch after another (set
     the epoch with `.batch_sampler.set_epoch`): on the GPU itself when asked (uint8 set held
     there, whole batches augmented by tensor ops), else from a DataLoader."""
     sampler = GlobalBatchSampler(len(train_x), s["batch_size"], s["seed"], rank, world)
     if s["augment_on_device"] and dev == "gpu":
-        return SampledDeviceBatches(train_x, train_y, s["image_size"], sampler)
+        return images.DeviceBatches(train_x, train_y, s["image_size"], sampler.local, batch_sampler=sampler)
     workers = s["num_workers"]
     paddle.io.reader.use_pinned_memory(s["pin_memory"] and dev == "gpu")
     return paddle.io.DataLoader(
@@ -214,7 +195,7 @@ def launch_workers(params: dict, s: dict) -> None:
     """Run this training as `devices_per_job` workers through Paddle's launcher (after checking,
     here, that the devices exist), each running this same command."""
     count, run = s["devices_per_job"], s["run"]
-    dev = device.select(s["device"], count)
+    dev = device.resolve(s["device"], count)
     log_dir = paths.log("train", run).with_suffix(".launch")
     overrides = [f"--set={o}" for o in config.cli_overrides(params)]
     worker = [sys.executable, "-u", "-m", "pipeline", "train", run, *overrides]
@@ -280,22 +261,21 @@ def main(params: dict, run: str) -> None:
         for x, y in bar:
             logits, loss = training_step(net, optimizer, x, y, s["label_smoothing"], autocast, scaler)
             scheduler.step()
-            # Loss and accuracy of the global batch (this worker's share alone on one device).
-            loss_value, hits, count = float(loss), int((logits.argmax(axis=-1) == y).sum()), len(y)
-            if world > 1:
-                total, hits, count = device.all_sum([loss_value * count, hits, count])
-                loss_value, hits, count = total / count, round(hits), round(count)
-            step = progress["step"]
+            loss_value, step = float(loss), progress["step"]
             if not np.isfinite(loss_value):
                 raise TrainingError(f"{run}: loss became {loss_value} at step {step} (epoch {epoch}); "
                                     f"the last complete epoch is kept in {state_file}; lower lr and rerun")
             if step % s["log_every"] == 0:
-                progress["step_rows"].append({"step": step, "epoch": epoch, "loss": loss_value})
-                bar.set_postfix(loss=f"{loss_value:.3f}")
-            loss_sum += loss_value * count
-            correct += hits
-            seen += count
+                # The global batch's loss: the mean of the workers' equal shares (the one
+                # collective of the step besides the gradients'; nothing on one device).
+                (logged,) = device.all_sum([loss_value / world])
+                progress["step_rows"].append({"step": step, "epoch": epoch, "loss": logged})
+                bar.set_postfix(loss=f"{logged:.3f}")
+            loss_sum += loss_value * len(y)
+            correct += int((logits.argmax(axis=-1) == y).sum())
+            seen += len(y)
             progress["step"] += 1
+        loss_sum, correct, seen = device.all_sum([loss_sum, correct, seen])  # the epoch over every worker
         device.average_buffers(model)  # BatchNorm running statistics: one set for validation and saving
         rng = device.gather(rng_state())
         if lead:

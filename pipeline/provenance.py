@@ -95,37 +95,36 @@ def versions() -> dict:
             **{name: _installed(name) for name in ("snakemake", "dvc", "papermill", "jupytext", "numpy", "matplotlib")}}
 
 
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text())
+def papermill_seconds(notebook: Path) -> float:
+    return json.loads(notebook.read_text())["metadata"]["papermill"]["duration"]
 
 
-def wall_times(runs: list[str], report_seconds: float) -> dict:
+def wall_times(runs: list[dict], report_seconds: float) -> dict:
     """stage -> {"measures": what the time covers, "seconds": {target: seconds or null}}."""
     log = paths.log("data")
     done = DATA_DONE.findall(log.read_text()) if log.exists() else []
     seconds = {
         "data": {"data": float(done[-1]) if done else None},
-        "train": {r: _read(paths.train_summary(r))["seconds"] for r in runs},
-        "evaluate": {r: _read(paths.evaluation(r))["seconds"] for r in runs},
-        "notebook": {n: round(_read(paths.executed_notebook(n))["metadata"]["papermill"]["duration"], 2)
-                     for n in paths.NOTEBOOKS},
+        "train": {r["run"]: r["train"]["seconds"] for r in runs},
+        "evaluate": {r["run"]: r["eval"]["seconds"] for r in runs},
+        "notebook": {n: round(papermill_seconds(paths.executed_notebook(n)), 2) for n in paths.NOTEBOOKS},
         "report": {"report": round(report_seconds, 2)},
     }
     return {stage: {"measures": MEASURES[stage], "seconds": s} for stage, s in seconds.items()}
 
 
-def build(params: dict, report_started: float) -> dict:
-    """The manifest; `report_started` is the report stage's time.perf_counter() at its start."""
-    runs = config.runs(params)
-    files = artifacts(runs)
+def build(params: dict, runs: list[dict], report_started: float) -> dict:
+    """The manifest of `runs` (results.load_run of every run of the matrix); `report_started` is
+    the report stage's time.perf_counter() at its start."""
+    files = artifacts([r["run"] for r in runs])
     return {
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git": git_state(),
         "params": {"profile": params["profile"], **{k: params[k] for k in ("archs", "attentions", "seeds")},
                    "settings": config.profile_settings(params)},
         "versions": versions(),
-        "devices": {"train": sorted({_read(paths.train_summary(r))["device"] for r in runs}),
-                    "evaluate": sorted({_read(paths.evaluation(r))["device"] for r in runs})},
+        "devices": {"train": sorted({r["train"]["device"] for r in runs}),
+                    "evaluate": sorted({r["eval"]["device"] for r in runs})},
         "wall_time": wall_times(runs, time.perf_counter() - report_started),
         "artifacts": files,
     }

@@ -145,7 +145,7 @@ def main(params: dict) -> None:
     settings = config.profile_settings(params)
     table = json.loads(paths.COMPARISON_TABLE.read_text())
     loaded = [results.load_run(r) for r in config.runs(params)]
-    manifest = provenance.build(params, started)
+    manifest = provenance.build(params, loaded, started)
     atomic.write_json(paths.PROVENANCE, manifest)
     meta = {
         "profile": params["profile"],

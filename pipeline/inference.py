@@ -7,9 +7,6 @@ against the eager model on the same batches.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import tempfile
 import time
 import warnings
@@ -20,33 +17,9 @@ import numpy as np
 import paddle
 from paddle import inference
 
-from pipeline import device, images
+from pipeline import device, images, logs
 
 ENGINE = {"cpu": "paddle-inference-onednn", "gpu": "paddle-inference-gpu"}  # for the metrics JSON
-
-
-@contextlib.contextmanager
-def _native_output_hidden():
-    """Hide what Paddle's C++ side writes to file descriptors 1 and 2 (redirect_stdout cannot), unless
-    it fails: exporting logs a glog warning for any tensor `+` ("PIR not support input out tensor"),
-    and the predictor's first run prints "ReduceMeanCheckIfOneDNNSupport" for every mean op."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with tempfile.TemporaryFile("w+") as log:
-        for fd in saved:
-            os.dup2(log.fileno(), fd)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved[2], 2)
-            log.seek(0)
-            sys.stderr.write(log.read())
-            raise
-        finally:
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
 
 
 def compile_model(model: paddle.nn.Layer, image_size: int, dev: str = "cpu",
@@ -58,7 +31,7 @@ def compile_model(model: paddle.nn.Layer, image_size: int, dev: str = "cpu",
     eager timings and rounding after this call. The returned function is not thread-safe.
     """
     model.eval()
-    with tempfile.TemporaryDirectory() as tmp, _native_output_hidden(), warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, logs.native_output_hidden(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warns that PIR tensors have no `place`; harmless here
         spec = paddle.static.InputSpec([None, 3, image_size, image_size], "float32", name="images")
         paddle.jit.save(model, f"{tmp}/model", input_spec=[spec])
@@ -86,7 +59,7 @@ def compile_model(model: paddle.nn.Layer, image_size: int, dev: str = "cpu",
         predictor.run()
         return outputs.copy_to_cpu()  # waits for the GPU
 
-    with _native_output_hidden():  # the first run selects kernels, noisily
+    with logs.native_output_hidden():  # the first run selects kernels, noisily
         predict(np.zeros((1, 3, image_size, image_size), np.float32))
     return predict
 

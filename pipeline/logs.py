@@ -1,9 +1,12 @@
-"""Copy a command's stdout and stderr into its log file while still showing them on the terminal."""
+"""Copy a command's stdout and stderr into its log file while still showing them on the terminal;
+hide native output that says nothing."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -32,3 +35,28 @@ def tee(path: Path):
         contextlib.redirect_stderr(_Tee(sys.stderr, log)),
     ):
         yield
+
+
+@contextlib.contextmanager
+def native_output_hidden():
+    """Hide what Paddle's C++ side (or a compiler it runs) writes to file descriptors 1 and 2, which
+    redirect_stdout cannot, unless the block fails. Exporting a model logs a glog warning for any
+    tensor `+` ("PIR not support input out tensor"), the predictor's first run prints
+    "ReduceMeanCheckIfOneDNNSupport" for every mean op, and building a kernel prints Paddle's banner."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile("w+") as log:
+        for fd in saved:
+            os.dup2(log.fileno(), fd)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved[2], 2)
+            log.seek(0)
+            sys.stderr.write(log.read())
+            raise
+        finally:
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
+from pipeline import fused
+
 ARCHS = ("alexnet", "resnet18")
 ATTENTIONS = ("none", "na-blog", "na-official", "na-paper", "gate")
 
@@ -50,9 +52,10 @@ class PooledNA(nn.Layer):
     Subclasses give the per-position score whose softmax weights the pooling. gamma starts at
     0 and beta at 1, as in the authors' code, so every gate starts at sigmoid(1).
 
-    Written for Paddle's CPU kernels, where these full-size ops dominate the cost: no reduction
-    over the trailing axes of the 4-D tensor (mean over [2, 3] has a very slow backward), and
-    sums over channels as matmuls (channel_sum).
+    On the CPU in float32 the forward and backward run fused in C++ (pipeline/fused.py);
+    `composed` is the same in Paddle ops, written to avoid Paddle's slowest kernels: no
+    reduction over the trailing axes of the 4-D tensor (mean over [2, 3] has a very slow
+    backward), and sums over channels as matmuls (channel_sum).
     """
 
     def __init__(self):
@@ -79,6 +82,12 @@ class PooledNA(nn.Layer):
         return paddle.bmm(flat, weights.unsqueeze(2)).squeeze(2)
 
     def forward(self, x):
+        if fused.applies(x):  # the same computation, fused for the CPU (pipeline/fused.py)
+            return fused.PooledNAFunction.apply(x, self.gamma, self.beta, self.l1_score)
+        return self.composed(x)
+
+    def composed(self, x):
+        """The forward in Paddle ops: on GPUs, in exported models, and the reference for the fused one."""
         g = self.context(x)
         g = (g - g.mean(axis=1, keepdim=True)) / (g.std(axis=1, keepdim=True) + 1e-5)
         gate = nn.functional.sigmoid(self.gamma * g + self.beta)
@@ -88,6 +97,8 @@ class PooledNA(nn.Layer):
 class NAOfficial(PooledNA):
     """The authors' code (NANet, resnet_na4.py): score = -|m - mean(m)| of the channel-mean map m."""
 
+    l1_score = False  # for fused.PooledNAFunction
+
     def scores(self, flat):
         m = self.channel_sum(flat, 1.0 / flat.shape[1])
         return -paddle.abs(m - m.mean(axis=1, keepdim=True))
@@ -95,6 +106,8 @@ class NAOfficial(PooledNA):
 
 class NAPaper(PooledNA):
     """The paper's printed formula read sensibly: score = -||x_i - C||_1, C the pooled context."""
+
+    l1_score = True  # for fused.PooledNAFunction
 
     def scores(self, flat):
         return self.channel_sum(paddle.abs(flat - flat.mean(axis=2, keepdim=True)), -1.0)

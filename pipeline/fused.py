@@ -43,9 +43,11 @@ def _build():
     build.mkdir(parents=True, exist_ok=True)
     with open(build / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one compiler at a time; the others then load its result
+        if not any(build.rglob("*.so")):
+            print(f"NA: compiling the fused CPU kernels into {build} (once, about 20 s)", file=sys.stderr, flush=True)
         with warnings.catch_warnings(), native_output_hidden():
             warnings.simplefilter("ignore")  # "No ccache found"
-            return load(name="na_kernels", sources=[str(SOURCE)], extra_cxx_cflags=["-O3", "-fopenmp-simd", "-pthread"],
+            return load(name="na_kernels", sources=[str(SOURCE)], extra_cxx_cflags=["-O3", "-fopenmp-simd"],
                         build_directory=str(build))
 
 

@@ -8,13 +8,9 @@
 // reduce and broadcast kernels several times slower than a copy, plus some 60 small-op dispatches
 // per module; here the forward reads x three times and the backward four.
 //
-// Samples are spread over OMP_NUM_THREADS plain threads, not OpenMP: an OpenMP runtime of our own
-// would spin beside Paddle's and slow the convolutions that follow. `omp simd` only vectorises
-// (-fopenmp-simd, no runtime).
+// Single-threaded (see ForEachSample); `omp simd` only vectorises (-fopenmp-simd, no OpenMP runtime).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <thread>
 #include <vector>
 
 #include "paddle/extension.h"
@@ -31,7 +27,7 @@ inline float Sign(float v) { return static_cast<float>(v > 0.f) - static_cast<fl
 
 // na-paper's scores spread widely, so most softmax weights, and the gradients through them, are
 // denormal floats, on which x86 arithmetic is up to 100x slower. Flush them to zero while a kernel
-// runs (as Paddle's own oneDNN kernels do); values that small change no result beyond rounding.
+// runs; values that small change no result beyond rounding.
 class FlushDenormals {
 #if defined(__SSE__)
  public:
@@ -43,21 +39,13 @@ class FlushDenormals {
 #endif
 };
 
-// body(b) for every sample b, on as many threads as Paddle's kernels use.
+// body(b) for every sample b, with denormals flushed. On one thread: Paddle's OpenMP threads
+// keep spinning on the other cores for a while after each convolution, and a second thread of
+// ours measured slower beside them.
 template <typename Body>
 void ForEachSample(int64_t B, const Body& body) {
-  static const int64_t threads = std::max(1, std::atoi(std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "1"));
-  const int64_t n = std::min(threads, B);
-  std::vector<std::thread> helpers;
-  for (int64_t t = 1; t < n; ++t) {
-    helpers.emplace_back([&body, t, n, B] {
-      FlushDenormals flush;
-      for (int64_t b = t; b < B; b += n) body(b);
-    });
-  }
   FlushDenormals flush;
-  for (int64_t b = 0; b < B; b += n) body(b);
-  for (auto& helper : helpers) helper.join();
+  for (int64_t b = 0; b < B; ++b) body(b);
 }
 
 void CheckInput(const paddle::Tensor& x) {
@@ -81,11 +69,15 @@ std::vector<paddle::Tensor> PooledForward(const paddle::Tensor& x, const paddle:
   auto sd = paddle::empty({B, 1}, x.dtype(), x.place());
   auto aux = paddle::empty({B, l1 ? C : N}, x.dtype(), x.place());
   const float k_gamma = gamma.data<float>()[0], k_beta = beta.data<float>()[0];
+  // data<T>() does checks on every call: fetch each pointer once
+  const float* px = x.data<float>();
+  float *py = y.data<float>(), *pw = weights.data<float>(), *pgate = gate.data<float>();
+  float *pg_hat = g_hat.data<float>(), *psd = sd.data<float>(), *paux = aux.data<float>();
   ForEachSample(B, [&](int64_t b) {
     std::vector<float> g(C);
-    const float* xb = x.data<float>() + b * C * N;
-    float* w = weights.data<float>() + b * N;
-    float* a = aux.data<float>() + b * (l1 ? C : N);
+    const float* xb = px + b * C * N;
+    float* w = pw + b * N;
+    float* a = paux + b * (l1 ? C : N);
     std::fill(w, w + N, 0.f);  // w holds the scores first
     if (l1) {
       for (int64_t c = 0; c < C; ++c) {
@@ -126,11 +118,11 @@ std::vector<paddle::Tensor> PooledForward(const paddle::Tensor& x, const paddle:
     const double g_mean = g_sum / C;
     double squares = 0.0;
     for (int64_t c = 0; c < C; ++c) squares += (g[c] - g_mean) * (g[c] - g_mean);
-    const float std_dev = sd.data<float>()[b] = static_cast<float>(std::sqrt(squares / (C - 1)));
-    float* yb = y.data<float>() + b * C * N;
+    const float std_dev = psd[b] = static_cast<float>(std::sqrt(squares / (C - 1)));
+    float* yb = py + b * C * N;
     for (int64_t c = 0; c < C; ++c) {
-      const float h = g_hat.data<float>()[b * C + c] = static_cast<float>((g[c] - g_mean) / (std_dev + kEpsilon));
-      const float k = gate.data<float>()[b * C + c] = 1.f / (1.f + std::exp(-(k_gamma * h + k_beta)));
+      const float h = pg_hat[b * C + c] = static_cast<float>((g[c] - g_mean) / (std_dev + kEpsilon));
+      const float k = pgate[b * C + c] = 1.f / (1.f + std::exp(-(k_gamma * h + k_beta)));
       const float* row = xb + c * N;
 #pragma omp simd
       for (int64_t i = 0; i < N; ++i) yb[c * N + i] = row[i] * k;
@@ -150,14 +142,18 @@ std::vector<paddle::Tensor> PooledBackward(const paddle::Tensor& x, const paddle
   auto grad_x = paddle::empty({B, C, N}, x.dtype(), x.place());
   auto grad_params = paddle::empty({B, 2}, x.dtype(), x.place());
   const float k_gamma = gamma.data<float>()[0];
+  const float *px = x.data<float>(), *pgy = grad_y.data<float>(), *pw = weights.data<float>();
+  const float *pgate = gate.data<float>(), *pg_hat = g_hat.data<float>(), *psd = sd.data<float>();
+  const float* paux = aux.data<float>();
+  float *pgx = grad_x.data<float>(), *pparams = grad_params.data<float>();
   ForEachSample(B, [&](int64_t b) {
     std::vector<float> dg(C), grad_w(N, 0.f), r(N);
-    const float* xb = x.data<float>() + b * C * N;
-    const float* gy = grad_y.data<float>() + b * C * N;
-    const float* w = weights.data<float>() + b * N;
-    const float* k = gate.data<float>() + b * C;
-    const float* h = g_hat.data<float>() + b * C;
-    const float* a = aux.data<float>() + b * (l1 ? C : N);
+    const float* xb = px + b * C * N;
+    const float* gy = pgy + b * C * N;
+    const float* w = pw + b * N;
+    const float* k = pgate + b * C;
+    const float* h = pg_hat + b * C;
+    const float* a = paux + b * (l1 ? C : N);
     // through y = x * gate and the sigmoid: dz_c = sum_i grad_y x * gate (1 - gate)
     double d_gamma = 0.0, d_beta = 0.0, dh_sum = 0.0, dh_h = 0.0;
     for (int64_t c = 0; c < C; ++c) {
@@ -171,12 +167,12 @@ std::vector<paddle::Tensor> PooledBackward(const paddle::Tensor& x, const paddle
       dh_sum += dg[c];
       dh_h += dg[c] * h[c];
     }
-    grad_params.data<float>()[2 * b] = static_cast<float>(d_gamma);
-    grad_params.data<float>()[2 * b + 1] = static_cast<float>(d_beta);
+    pparams[2 * b] = static_cast<float>(d_gamma);
+    pparams[2 * b + 1] = static_cast<float>(d_beta);
     // through g_hat = (g - mean) / s, s = sd + eps, sd the unbiased std: with u = g - mean = g_hat s,
     // d g_c = (dh_c - mean dh) / s - (sum_k dh_k u_k) u_c / (s^2 (C - 1) sd)
     // = (dh_c - mean dh) / s - (sum_k dh_k g_hat_k) g_hat_c / ((C - 1) sd)
-    const float std_dev = sd.data<float>()[b], s = std_dev + kEpsilon;
+    const float std_dev = psd[b], s = std_dev + kEpsilon;
     const double dh_mean = dh_sum / C, coupling = dh_h / ((C - 1) * std_dev);
     for (int64_t c = 0; c < C; ++c) dg[c] = static_cast<float>((dg[c] - dh_mean) / s - coupling * h[c]);
     // through g_c = sum_i w_i x_ci into w, then the softmax into the scores
@@ -193,7 +189,7 @@ std::vector<paddle::Tensor> PooledBackward(const paddle::Tensor& x, const paddle
       const float t_mean = static_cast<float>(t_sum / N);
       for (int64_t i = 0; i < N; ++i) r[i] = (t_mean - r[i]) / C;
     }
-    float* out = grad_x.data<float>() + b * C * N;
+    float* out = pgx + b * C * N;
     for (int64_t c = 0; c < C; ++c) {
       const float* row = xb + c * N;
       const float* gyc = gy + c * N;

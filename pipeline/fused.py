@@ -1,8 +1,8 @@
 """The pooled NA variants (na-official, na-paper) fused for the CPU: forward and backward written
 out in C++ (pipeline/kernels/na_kernels.cc), wrapped in a PyLayer.
 
-Composed of Paddle ops, a pooled NA cost an AlexNet 128 px training step on the CPU 10-17%
-(na-paper) and 5-8% (na-official); `python -m pipeline bench` measures what it costs now.
+Composed of Paddle ops, a pooled NA cost an AlexNet 128 px training step on the CPU 12-18%
+(na-paper) and 2-9% (na-official); `python -m pipeline bench` measures what it costs now.
 models.PooledNA keeps the composed version: it is the reference the tests hold this one to,
 and what runs on a GPU, in float16/bfloat16, and in exported models.
 

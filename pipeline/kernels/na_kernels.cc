@@ -6,7 +6,7 @@
 //   gate_c = sigmoid(gamma * g_hat_c + beta); y_ci = x_ci * gate_c
 // Composed of Paddle ops this takes about a dozen passes over x forward and backward, many through
 // reduce and broadcast kernels several times slower than a copy, plus some 60 small-op dispatches
-// per module; here the forward reads x three times and the backward four.
+// per module; here the forward and the backward each read x three times (four for na-paper).
 //
 // Single-threaded (see ForEachSample); `omp simd` only vectorises (-fopenmp-simd, no OpenMP runtime).
 #include <algorithm>

@@ -8,7 +8,9 @@
 // reduce and broadcast kernels several times slower than a copy, plus some 60 small-op dispatches
 // per module; here the forward and the backward each read x three times (four for na-paper).
 //
-// Single-threaded (see ForEachSample); `omp simd` only vectorises (-fopenmp-simd, no OpenMP runtime).
+// Single-threaded: Paddle's OpenMP threads keep spinning on the other cores for a while after each
+// convolution, and a second thread of ours measured slower beside them. `omp simd` only
+// vectorises (-fopenmp-simd, no OpenMP runtime).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -39,15 +41,6 @@ class FlushDenormals {
 #endif
 };
 
-// body(b) for every sample b, with denormals flushed. On one thread: Paddle's OpenMP threads
-// keep spinning on the other cores for a while after each convolution, and a second thread of
-// ours measured slower beside them.
-template <typename Body>
-void ForEachSample(int64_t B, const Body& body) {
-  FlushDenormals flush;
-  for (int64_t b = 0; b < B; ++b) body(b);
-}
-
 void CheckInput(const paddle::Tensor& x) {
   PD_CHECK(x.shape().size() == 3 && x.dtype() == paddle::DataType::FLOAT32 && x.is_cpu(),
            "the fused NA expects a float32 (B, C, N) CPU tensor");
@@ -73,7 +66,8 @@ std::vector<paddle::Tensor> PooledForward(const paddle::Tensor& x, const paddle:
   const float* px = x.data<float>();
   float *py = y.data<float>(), *pw = weights.data<float>(), *pgate = gate.data<float>();
   float *pg_hat = g_hat.data<float>(), *psd = sd.data<float>(), *paux = aux.data<float>();
-  ForEachSample(B, [&](int64_t b) {
+  FlushDenormals flush;
+  for (int64_t b = 0; b < B; ++b) {
     std::vector<float> g(C);
     const float* xb = px + b * C * N;
     float* w = pw + b * N;
@@ -127,7 +121,7 @@ std::vector<paddle::Tensor> PooledForward(const paddle::Tensor& x, const paddle:
 #pragma omp simd
       for (int64_t i = 0; i < N; ++i) yb[c * N + i] = row[i] * k;
     }
-  });
+  }
   return {y, weights, gate, g_hat, sd, aux};
 }
 
@@ -146,7 +140,8 @@ std::vector<paddle::Tensor> PooledBackward(const paddle::Tensor& x, const paddle
   const float *pgate = gate.data<float>(), *pg_hat = g_hat.data<float>(), *psd = sd.data<float>();
   const float* paux = aux.data<float>();
   float *pgx = grad_x.data<float>(), *pparams = grad_params.data<float>();
-  ForEachSample(B, [&](int64_t b) {
+  FlushDenormals flush;
+  for (int64_t b = 0; b < B; ++b) {
     std::vector<float> dg(C), grad_w(N, 0.f), r(N);
     const float* xb = px + b * C * N;
     const float* gy = pgy + b * C * N;
@@ -208,7 +203,7 @@ std::vector<paddle::Tensor> PooledBackward(const paddle::Tensor& x, const paddle
         for (int64_t i = 0; i < N; ++i) o[i] = gyc[i] * kc + q * w[i] + r[i];
       }
     }
-  });
+  }
   return {grad_x, grad_params};
 }
 

@@ -20,6 +20,7 @@
 
 # %% tags=["parameters"]
 profile = "demo"
+configuration = "demo"  # the folder of this configuration's results (pipeline/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
@@ -27,13 +28,15 @@ from IPython.display import HTML, Markdown, display
 
 from pipeline import atomic, claims, paths, results, stats
 
-loaded = [results.load_run(r) for r in runs]
+layout = paths.Layout(profile, configuration)
+
+loaded = [results.load_run(layout, r) for r in runs]
 rows = results.comparison(loaded)
 vs_baseline = results.gains(rows, against="none")
 vs_gate = results.gains(rows, against="gate")
-degeneracy = results.na_blog_degeneracy([results.load_attention(r) for r in runs])
+degeneracy = results.na_blog_degeneracy([results.load_attention(layout, r) for r in runs])
 findings = results.findings(profile, rows, vs_baseline, vs_gate, degeneracy)
-atomic.write_json(paths.COMPARISON_TABLE, {
+atomic.write_json(layout.comparison_table, {
     "profile": profile, "claim_source": claims.SOURCE, "claim_throughput_setup": claims.THROUGHPUT_SETUP,
     "eval_device": sorted({r["eval"]["device"] for r in loaded}),
     "eval_engine": sorted({r["eval"].get("inference", "eager paddle") for r in loaded}),

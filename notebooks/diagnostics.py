@@ -21,15 +21,18 @@
 
 # %% tags=["parameters"]
 profile = "demo"
+configuration = "demo"  # the folder of this configuration's results (pipeline/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import HTML
 
-from pipeline import results
+from pipeline import paths, results
 
-measured = {r: results.load_attention(r) for r in runs}
+layout = paths.Layout(profile, configuration)
+
+measured = {r: results.load_attention(layout, r) for r in runs}
 measured = {r: m for r, m in measured.items() if m["layers"]}  # baselines have no attention layer
 
 fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
@@ -62,7 +65,7 @@ for ax in axes.flat:
         ax.legend(fontsize=7)
 fig.suptitle(f"Attention diagnostics ({profile} profile)")
 fig.tight_layout()
-results.save_figure(fig, "diagnostics")
+results.save_figure(fig, layout.notebook_figure("diagnostics"))
 plt.show()
 
 # %%

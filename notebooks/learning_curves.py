@@ -18,14 +18,17 @@
 
 # %% tags=["parameters"]
 profile = "demo"
+configuration = "demo"  # the folder of this configuration's results (pipeline/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
 import matplotlib.pyplot as plt
 
-from pipeline import results
+from pipeline import paths, results
 
-loaded = [results.load_run(r) for r in runs]
+layout = paths.Layout(profile, configuration)
+
+loaded = [results.load_run(layout, r) for r in runs]
 archs = list(dict.fromkeys(r["arch"] for r in loaded))
 attentions = list(dict.fromkeys(r["attention"] for r in loaded))
 colours = dict(zip(attentions, plt.get_cmap("tab10").colors, strict=False))  # a colour each, from a palette of 10
@@ -52,5 +55,5 @@ for col, arch in enumerate(archs):
         ax.legend(fontsize=8)
 fig.suptitle(f"Learning curves ({profile} profile)")
 fig.tight_layout()
-results.save_figure(fig, "learning_curves")
+results.save_figure(fig, layout.notebook_figure("learning_curves"))
 plt.show()

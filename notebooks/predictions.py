@@ -18,6 +18,7 @@
 
 # %% tags=["parameters"]
 profile = "demo"
+configuration = "demo"  # the folder of this configuration's results (pipeline/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
@@ -26,9 +27,11 @@ import numpy as np
 
 from pipeline import images, paths, results
 
+layout = paths.Layout(profile, configuration)
+
 grids = {}
 for run in runs:
-    with np.load(paths.predictions(run)) as npz:
+    with np.load(layout.predictions(run)) as npz:
         grids[run] = {k: npz[k] for k in npz.files}
 columns = max(len(g["true"]) for g in grids.values())
 
@@ -48,5 +51,5 @@ for row, (run, grid) in enumerate(grids.items()):
                       ha="right", va="center", fontsize=10)
 fig.suptitle(f"First {columns} validation images ({profile} profile)", y=1.0)
 fig.tight_layout()
-results.save_figure(fig, "predictions")
+results.save_figure(fig, layout.notebook_figure("predictions"))
 plt.show()

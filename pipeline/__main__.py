@@ -1,7 +1,7 @@
 """`python -m pipeline <stage> ...`: the commands that Snakemake and DVC both run.
 
 Each stage is one module with a `main(params, *target)` entry point. Output is shown on the
-terminal and copied to logs/<stage>/<target>.log. Errors the user can fix print one line.
+terminal and copied to logs/<configuration>/<stage>/<target>.log. Errors the user can fix print one line.
 """
 
 from __future__ import annotations
@@ -16,14 +16,18 @@ from pipeline import device
 
 # stage -> (module, name of its target argument or None, help)
 STAGES = {
-    "data": ("data", None, "fetch and prepare the datasets of the active profile"),
+    "data": ("data", "arch", "fetch and prepare the dataset one architecture trains on, e.g. alexnet"),
     "train": ("train", "run", "train one run of the experiment matrix, e.g. alexnet-na-blog-s42"),
     "evaluate": ("evaluate", "run", "evaluate one run's best checkpoint"),
     "notebook": ("notebook", "name", "execute one notebook with papermill, e.g. comparison"),
     "report": ("report", None, "assemble reports/index.html"),
     "params": ("summary", None, "print the parameter counts of the configurations"),
     "bench": ("bench", None, "measure data, training, inference, thread and pipeline speed"),
+    "pull": ("sync", None, "dvc pull, check that DVC is clean, and record the pulled results for Snakemake"),
+    "dvc-yaml": ("dvc_yaml", None, "write dvc.yaml from the stage code, paths and settings in pipeline/"),
 }
+# Commands about the project rather than a configuration keep no log.
+UNLOGGED = {"dvc-yaml", "pull"}
 NEEDS_PADDLE = {"train", "evaluate", "params", "bench"}
 
 
@@ -43,6 +47,7 @@ def parse_args(argv):
     bench.add_argument("--repeats", type=int, default=5, help="timings per case; medians are reported (default 5)")
     bench.add_argument("--batch", type=int, default=64, help="training batch size (default 64)")
     bench.add_argument("--quick", action="store_true", help="one repeat at tiny sizes: checks that it all runs")
+    sub.choices["dvc-yaml"].add_argument("--check", action="store_true", help="only check that dvc.yaml is current")
     return parser.parse_args(argv)
 
 
@@ -57,12 +62,17 @@ def main(argv=None) -> int:
     targets = [getattr(args, target_name)] if target_name else []
     overrides = args.set + ([f"profile={args.profile}"] if getattr(args, "profile", None) else [])
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "set", "profile", target_name)}
+    try:
+        params = config.load(overrides)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     # A data-parallel worker's output goes to its launcher's log folder (and rank 0's, through
     # the launching command, to this stage's log), so it leaves the stage's log file alone.
-    log = contextlib.nullcontext() if device.launched_worker() else logs.tee(paths.log(args.stage, *targets))
+    quiet = device.launched_worker() or args.stage in UNLOGGED
+    log = contextlib.nullcontext() if quiet else logs.tee(paths.layout(params).log(args.stage, *targets))
     with log:
         try:
-            params = config.load(overrides)
             importlib.import_module(f"pipeline.{module}").main(params, *targets, **options)
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from pipeline import atomic, device, images, paths
+from pipeline.models import ATTENTIONS
 
-ATTENTIONS = ("none", "na-blog", "na-official", "na-paper", "gate")
 # (arch, image size): the demo's sizes and the paper's
 TRAINING = (("alexnet", 64), ("alexnet", 128), ("resnet18", 32), ("resnet18", 128))
 DATA_SIZES = (128, 64, 32)  # output sizes from 32 px sources (CIFAR, the demo's digits)

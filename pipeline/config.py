@@ -6,6 +6,7 @@ overrides mean the same thing to all of them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -24,6 +25,41 @@ OVERRIDABLE = (
     "epochs", "batch_size", "image_size", "train_subset", "val_subset", "device",
     "num_workers", "lr", "weight_decay", "label_smoothing", "amp", "augment_on_device", "devices_per_job",
 )
+MATRIX = ("archs", "attentions", "seeds")  # which runs exist: what the notebooks and the report read
+PER_ARCH = ("datasets", "image_size")  # settings a profile gives per architecture
+
+# When results are rebuilt. Each setting that can change a stage's outputs, with the stages it
+# changes and why. Snakemake (rule params) and DVC (dvc.yaml params) both track exactly these,
+# resolved for the active profile, so a stage reruns when one of its settings changes and for
+# nothing else. The report shows every one of them, so it tracks them all.
+RESULT_SETTINGS = {
+    "datasets": (("data", "train", "evaluate"), "which images an architecture trains and is evaluated on"),
+    "image_size": (("train", "evaluate"), "the network's input size"),
+    "epochs": (("train",), "the recipe"),
+    "batch_size": (("train",), "the recipe"),
+    "lr": (("train",), "the recipe"),
+    "weight_decay": (("train",), "the recipe"),
+    "label_smoothing": (("train", "evaluate"), "the recipe; the validation loss uses it too"),
+    "train_subset": (("train",), "which training images"),
+    "val_subset": (("train", "evaluate"), "which validation images (training picks its best epoch on them)"),
+    "device": (("train", "evaluate"), "another device runs other kernels"),
+    "num_workers": (("train",), "loader workers draw the augmentation from their own random streams"),
+    "amp": (("train",), "the precision training computes in"),
+    "augment_on_device": (("train",), "another augmentation path, with its own random stream"),
+    "devices_per_job": (("train",), "per-device BatchNorm statistics and per-worker augmentation seeds"),
+    "log_every": (("train",), "which steps steps.csv records"),
+    "eval_batch_size": (("train", "evaluate"), "the batches validation and the throughput figure run in"),
+    "throughput_warmup": (("evaluate",), "the measured throughput"),
+}
+# Settings that change how a job runs, not what it computes; no stage reruns for them.
+RUN_ONLY_SETTINGS = {
+    "train_threads": "CPU threads per training job: the same results up to float rounding (sums add up "
+                     "in another order), so a machine or cluster with other cores rebuilds nothing",
+    "train_mem_mb": "the memory a training job asks a scheduler for",
+    "train_runtime_min": "the time limit a training job asks a scheduler for",
+    "prefetch_batches": "how far ahead loader workers prepare batches: the same batches",
+    "pin_memory": "how batches reach the GPU: the same values",
+}
 
 
 class _Loader(yaml.SafeLoader):
@@ -47,7 +83,16 @@ class ConfigError(PipelineError):
 
 @cache
 def schema() -> dict:
-    return json.loads(SCHEMA_FILE.read_text())
+    """The schema of params.yaml; every profile must set every setting (see params.yaml)."""
+    loaded = json.loads(SCHEMA_FILE.read_text())
+    settings = loaded["$defs"]["settings"]
+    settings["required"] = list(settings["properties"])
+    return loaded
+
+
+def allowed(key: str) -> tuple[str, ...]:
+    """The names a matrix key may list (archs, attentions): the one list, in the schema."""
+    return tuple(schema()["properties"][key]["items"]["enum"])
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -111,14 +156,57 @@ def typed_snakemake_config(config: dict, path: Path = PARAMS_FILE) -> dict:
     return {key: value if on_disk.get(key) == value else _typed(value) for key, value in config.items()}
 
 
-def cli_overrides(config: dict, path: Path = PARAMS_FILE) -> list[str]:
-    """The `key=value` pairs by which Snakemake's config differs from params.yaml on disk.
+def overrides(params: dict, path: Path = PARAMS_FILE) -> dict:
+    """The top-level values by which `params` (Snakemake's config, or a stage's params after
+    --set) differ from params.yaml on disk."""
+    on_disk = read_yaml(Path(path).read_text())
+    return {key: value for key, value in params.items() if on_disk.get(key) != value}
+
+
+def cli_overrides(params: dict, path: Path = PARAMS_FILE) -> list[str]:
+    """The same differences as `key=value` pairs.
 
     Snakemake passes them to every command as `--set key=value`, so `--config epochs=1`
     reaches the stages exactly as `dvc exp run -S epochs=1` does through the file.
     """
-    on_disk = read_yaml(Path(path).read_text())
-    return [f"{key}={_flow(value)}" for key, value in config.items() if on_disk.get(key) != value]
+    return [f"{key}={_flow(value)}" for key, value in overrides(params, path).items()]
+
+
+def configuration(params: dict, path: Path = PARAMS_FILE) -> str:
+    """The name of the folders this configuration's results live in: the profile, plus a short key
+    of any overrides besides the profile (`snakemake --config ...`, `--set ...`), e.g. `paper-3f9c2a1b`.
+
+    What params.yaml itself says is the profile's own configuration, whichever engine runs it:
+    `dvc exp run -S` edits the file and keeps its experiments apart in DVC's own way."""
+    changed = {key: value for key, value in overrides(params, path).items() if key != "profile"}
+    if not changed:
+        return params["profile"]
+    key = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{params['profile']}-{key}"
+
+
+def tracked_params(stage: str, profile: str, arch: str | None = None) -> list[str]:
+    """The params.yaml keys (dotted) that can change `stage`'s outputs under `profile`, for one
+    architecture's job when `arch` is given. dvc.yaml lists them (with ${...} templates) and the
+    Snakefile tracks their values, from this one function."""
+    keys = []
+    for setting, (stages, _) in RESULT_SETTINGS.items():
+        if stage in stages or stage == "report":
+            keys.append(f"profiles.{profile}.{setting}" + (f".{arch}" if arch and setting in PER_ARCH else ""))
+            keys += [setting] if setting in OVERRIDABLE else []
+    return keys + {"data": ["download.md5"], "notebook": list(MATRIX), "report": list(MATRIX)}.get(stage, [])
+
+
+def lookup(params: dict, dotted: str):
+    value = params
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def tracked_values(params: dict, stage: str, arch: str | None = None) -> dict:
+    """What Snakemake compares with its record of a job's last run (the job's `params`)."""
+    return {key: lookup(params, key) for key in tracked_params(stage, params["profile"], arch)}
 
 
 def _flow(value) -> str:
@@ -134,22 +222,9 @@ def _flow(value) -> str:
 
 
 def profile_settings(params: dict, name: str | None = None) -> dict:
-    """The active profile with `extends` followed and top-level overrides applied."""
-    name = name or params["profile"]
-    chain, seen = [], set()
-    while name is not None:
-        if name in seen:
-            raise ConfigError(f"profiles.{name}.extends forms a cycle")
-        seen.add(name)
-        chain.append(params["profiles"][name])
-        name = params["profiles"][name].get("extends")
-    settings: dict = {}
-    for layer in reversed(chain):
-        settings.update({k: v for k, v in layer.items() if k != "extends"})
+    """The active profile (or `name`) with the top-level overrides applied."""
+    settings = {**params["profiles"][name or params["profile"]]}
     settings.update({k: params[k] for k in OVERRIDABLE if params.get(k) is not None})
-    missing = sorted(set(schema()["$defs"]["settings"]["properties"]) - {"extends"} - set(settings))
-    if missing:
-        raise ConfigError(f"profile {params['profile']!r} does not set {', '.join(missing)}")
     batch, devices = settings["batch_size"], settings["devices_per_job"]
     if batch % devices:
         # batch_size is the global batch: each device takes batch_size / devices_per_job of it.
@@ -204,8 +279,3 @@ def run_settings(params: dict, run: str) -> dict:
         "dataset": settings["datasets"][arch],
     }
 
-
-def datasets(params: dict) -> list[str]:
-    """The datasets the experiment matrix trains on under the active profile."""
-    by_arch = profile_settings(params)["datasets"]
-    return sorted({by_arch[arch] for arch in params["archs"]})

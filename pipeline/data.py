@@ -1,10 +1,12 @@
-"""Stage `data`: get each dataset the profile needs and store it as uint8 NHWC arrays.
+"""Stage `data`: get the dataset one architecture trains on in the active profile, as uint8 NHWC arrays.
 
 CIFAR-10/100 come from the official archives (downloaded, or placed in the raw folder by the
 user) and are checked against their md5 before anything is read. The demo's digits come from
 scikit-learn's wheel and go through the same prepared format:
-    data/prepared/<dataset>.npz: train_images, train_labels, test_images, test_labels,
+    data/prepared/<profile>/<arch>.npz: train_images, train_labels, test_images, test_labels,
     class_names (+ coarse labels and names for CIFAR-100).
+One file per architecture, not per dataset, so that DVC, which can only fill in the matrix's names,
+knows each training's input; a profile whose architectures share a dataset stores it twice.
 """
 
 from __future__ import annotations
@@ -222,26 +224,25 @@ def prepare(dataset: str, download: dict) -> dict:
     return read_cifar(dataset, fetch_archive(dataset, download))
 
 
-def load_prepared(dataset: str) -> dict:
-    path = paths.prepared(dataset)
+def load_prepared(path: Path) -> dict:
     if not path.exists():
         raise DataError(f"{path} is missing; run the data stage first (snakemake --cores 4 all or dvc repro)")
     with np.load(path) as npz:
         return {k: npz[k] for k in npz.files}
 
 
-def main(params: dict) -> None:
+def main(params: dict, arch: str) -> None:
     started = time.perf_counter()
-    out_dir = paths.PREPARED
-    with atomic.atomic_dir(out_dir) as tmp_dir:
-        for dataset in config.datasets(params):
-            arrays = prepare(dataset, params["download"])
-            np.savez(tmp_dir / f"{dataset}.npz", **arrays)
-            print(
-                f"{dataset}: {len(arrays['train_labels'])} train / {len(arrays['test_labels'])} test images, "
-                f"{len(arrays['class_names'])} classes -> {out_dir / (dataset + '.npz')}"
-            )
-    # The stage's wall time goes to its log (logs/data/data.log), where pipeline/provenance.py reads
-    # it, not into data/prepared: the prepared arrays stay byte-identical from one run to the next.
+    if arch not in params["archs"]:
+        raise DataError(f"{arch!r} is not in archs ({', '.join(params['archs'])})")
+    dataset = config.profile_settings(params)["datasets"][arch]
+    out = paths.layout(params).prepared(arch)
+    arrays = prepare(dataset, params["download"])
+    with atomic.atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    print(f"{dataset}: {len(arrays['train_labels'])} train / {len(arrays['test_labels'])} test images, "
+          f"{len(arrays['class_names'])} classes -> {out}")
+    # The stage's wall time goes to its log (logs/<profile>/data/<arch>.log), where provenance.py
+    # reads it, not into the prepared file: that stays byte-identical from one run to the next.
     print(f"data: done in {time.perf_counter() - started:.2f} s")
 

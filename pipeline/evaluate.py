@@ -60,15 +60,16 @@ def attention_diagnostics(model, batch: np.ndarray) -> list[dict]:
     return rows
 
 
-def verified_checkpoint(run: str, name: str):
+def verified_checkpoint(layout: paths.Layout, run: str, name: str):
     """The checkpoint file, if its sha256 is the one training recorded; refuse it otherwise."""
-    path = paths.checkpoints(run) / name
-    recorded = json.loads(paths.train_summary(run).read_text()).get("checkpoint_sha256", {}).get(name)
+    path = layout.checkpoints(run) / name
+    summary = layout.train_summary(run)
+    recorded = json.loads(summary.read_text()).get("checkpoint_sha256", {}).get(name)
     if not path.exists():
         raise PipelineError(f"{path} is missing; rerun the training of {run}")
     if recorded is None or atomic.digest(path) != recorded:
-        raise PipelineError(f"{path} does not match the sha256 that training recorded in {paths.train_summary(run)}; "
-                            f"it changed after training: delete runs/checkpoints/{run} and rerun its training")
+        raise PipelineError(f"{path} does not match the sha256 that training recorded in {summary}; "
+                            f"it changed after training: delete {path.parent} and rerun its training")
     return path
 
 
@@ -76,10 +77,11 @@ def main(params: dict, run: str) -> None:
     started = time.perf_counter()
     s = config.run_settings(params, run)
     dev = device.select(s["device"])
-    data = load_prepared(s["dataset"])
+    layout = paths.layout(params)
+    data = load_prepared(layout.prepared(s["arch"]))
     val_x, val_y = subset(data, "test", s["val_subset"])
     model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
-    model.set_state_dict(paddle.load(str(verified_checkpoint(run, "best.pdparams"))))
+    model.set_state_dict(paddle.load(str(verified_checkpoint(layout, run, "best.pdparams"))))
     model.eval()
     predict = inference.compile_model(model, s["image_size"], dev)
     warmup_batch = images.test_batch(val_x[: s["eval_batch_size"]], s["image_size"])
@@ -93,18 +95,18 @@ def main(params: dict, run: str) -> None:
     grid = images.test_batch(val_x[:GRID_IMAGES], s["image_size"])
     with paddle.no_grad():
         predicted = model(paddle.to_tensor(grid)).argmax(axis=-1).numpy()
-    with atomic.atomic_path(paths.predictions(run)) as tmp, open(tmp, "wb") as f:
+    with atomic.atomic_path(layout.predictions(run)) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, inputs=grid, predicted=predicted, true=val_y[:GRID_IMAGES],
                             class_names=data["class_names"])
     diagnostics = attention_diagnostics(model, images.test_batch(val_x[:DIAGNOSTIC_IMAGES], s["image_size"]))
-    atomic.write_json(paths.attention(run), {"attention": s["attention"], "images": min(len(val_x), DIAGNOSTIC_IMAGES),
+    atomic.write_json(layout.attention(run), {"attention": s["attention"], "images": min(len(val_x), DIAGNOSTIC_IMAGES),
                                              "layers": diagnostics})
-    atomic.write_json(paths.evaluation(run), {
+    atomic.write_json(layout.evaluation(run), {
         "val_acc": val_acc, "val_loss": val_loss, "val_images": len(val_y),
         "throughput_img_s": round(img_per_s, 1), "throughput_batch": s["eval_batch_size"],
         "inference": inference.ENGINE[dev],
         "device": device.describe(dev), "params": count_parameters(model),
-        "seconds": round(time.perf_counter() - started, 2),  # the whole stage, for reports/provenance.json
+        "seconds": round(time.perf_counter() - started, 2),  # the whole stage, for the report's provenance.json
     })
     print(f"{run}: val acc {val_acc:.4f}, loss {val_loss:.4f}, {img_per_s:.0f} img/s on {device.describe(dev)} "
           f"({inference.ENGINE[dev]})")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from pipeline import fused
+from pipeline import config, fused
 
-ARCHS = ("alexnet", "resnet18")
-ATTENTIONS = ("none", "na-blog", "na-official", "na-paper", "gate")
+# The names params.yaml may use (its schema lists them); the factories below build each of them.
+ARCHS = config.allowed("archs")
+ATTENTIONS = config.allowed("attentions")
 
 
 def _scalar(layer: nn.Layer, value: float):

@@ -2,7 +2,7 @@
 
 The percent-format source is converted in memory, executed with the run list injected into its
 `parameters` cell, and kept as an executed .ipynb plus a standalone HTML copy under
-reports/notebooks/. A failing notebook is kept as <name>.failed.ipynb for debugging.
+reports/<configuration>/notebooks/. A failing notebook is kept as <name>.failed.ipynb for debugging.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class NotebookError(PipelineError):
 
 
 def parameters(params: dict) -> dict:
-    return {"profile": params["profile"], "runs": config.runs(params)}
+    return {"profile": params["profile"], "configuration": config.configuration(params), "runs": config.runs(params)}
 
 
 def to_html(notebook_path: Path) -> str:
@@ -37,7 +37,8 @@ def main(params: dict, name: str) -> None:
     source = paths.notebook_source(name)
     if name not in paths.NOTEBOOKS or not source.exists():
         raise NotebookError(f"no notebook {name!r}; choose one of {', '.join(paths.NOTEBOOKS)}")
-    executed = paths.executed_notebook(name)
+    layout = paths.layout(params)
+    executed = layout.executed_notebook(name)
     executed.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         blank = Path(tmp) / f"{name}.ipynb"
@@ -54,5 +55,5 @@ def main(params: dict, name: str) -> None:
                 raise NotebookError(
                     f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} (see {failed})"
                 ) from None
-    atomic.write_text(paths.notebook_html(name), to_html(executed))
-    print(f"{name}: executed {executed} and {paths.notebook_html(name)}")
+    atomic.write_text(layout.notebook_html(name), to_html(executed))
+    print(f"{name}: executed {executed} and {layout.notebook_html(name)}")

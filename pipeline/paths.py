@@ -1,104 +1,147 @@
-"""Where every artifact lives. dvc.yaml spells the same paths out; tests/test_dag.py keeps them equal.
+"""Where every artifact lives. The Snakefile and the generated dvc.yaml both take their paths from here.
 
-Run outputs are grouped by kind (runs/checkpoints, runs/train, runs/eval) so that a stage that
+Each configuration keeps its results apart, so no command overwrites what another one built:
+
+    data/prepared/<profile>/<arch>.npz             the images an architecture trains on in a profile
+    runs/<configuration>/{checkpoints,train,eval}/<run>/...
+    reports/<configuration>/index.html, ...
+    logs/<configuration>/<stage>/<target>.log
+
+`<configuration>` is the profile, plus a short key of any overrides (config.configuration), e.g.
+`demo` or `paper-3f9c2a1b`. Run outputs are grouped by kind (train, eval) so that a stage that
 reads every run's logs can depend on one folder in DVC, as it does on the run list in Snakemake.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-PREPARED = Path("data/prepared")
-CHECKPOINTS = Path("runs/checkpoints")
-TRAIN_LOGS = Path("runs/train")
-EVALS = Path("runs/eval")
-REPORTS = Path("reports")
 NOTEBOOK_SOURCES = Path("notebooks")
 NOTEBOOKS = ("learning_curves", "predictions", "comparison", "diagnostics")
-COMPARISON_TABLE = REPORTS / "comparison.json"
-REPORT = REPORTS / "index.html"
-PROVENANCE = REPORTS / "provenance.json"  # the report's manifest: artifacts, commit, versions, wall times
-BENCH_JSON = REPORTS / "bench" / "bench.json"  # `python -m pipeline bench`, not a pipeline stage
-BENCH_TABLE = REPORTS / "bench" / "bench.md"
-
-
-def prepared(dataset: str) -> Path:
-    return PREPARED / f"{dataset}.npz"
-
-
-def checkpoints(run: str) -> Path:
-    return CHECKPOINTS / run
-
-
-def resume_dir(run: str) -> Path:
-    """A training job's work in progress (per-epoch state, best checkpoint so far); not an output."""
-    return Path("runs/resume") / run
-
-
-def train_steps(run: str) -> Path:
-    return TRAIN_LOGS / run / "steps.csv"
-
-
-def train_epochs(run: str) -> Path:
-    return TRAIN_LOGS / run / "epochs.csv"
-
-
-def train_summary(run: str) -> Path:
-    return TRAIN_LOGS / run / "summary.json"
-
-
-def evaluation(run: str) -> Path:
-    return EVALS / run / "metrics.json"
-
-
-def predictions(run: str) -> Path:
-    return EVALS / run / "predictions.npz"
-
-
-def attention(run: str) -> Path:
-    return EVALS / run / "attention.json"
+BENCH_JSON = Path("reports/bench/bench.json")  # `python -m pipeline bench`, not a pipeline stage
+BENCH_TABLE = Path("reports/bench/bench.md")
 
 
 def notebook_source(name: str) -> Path:
     return NOTEBOOK_SOURCES / f"{name}.py"
 
 
-def executed_notebook(name: str) -> Path:
-    return REPORTS / "notebooks" / f"{name}.ipynb"
+@dataclass(frozen=True)
+class Layout:
+    """The paths of one configuration. dvc.yaml's are this class with ${...} templates for names."""
+
+    profile: str
+    configuration: str
+
+    @property
+    def prepared_dir(self) -> Path:
+        return Path("data/prepared") / self.profile
+
+    def prepared(self, arch: str) -> Path:
+        return self.prepared_dir / f"{arch}.npz"
+
+    @property
+    def runs(self) -> Path:
+        return Path("runs") / self.configuration
+
+    @property
+    def train_logs(self) -> Path:
+        return self.runs / "train"
+
+    @property
+    def evals(self) -> Path:
+        return self.runs / "eval"
+
+    def checkpoints(self, run: str) -> Path:
+        return self.runs / "checkpoints" / run
+
+    def resume_dir(self, run: str) -> Path:
+        """A training job's work in progress (per-epoch state, best checkpoint so far); not an output."""
+        return self.runs / "resume" / run
+
+    def train_steps(self, run: str) -> Path:
+        return self.train_logs / run / "steps.csv"
+
+    def train_epochs(self, run: str) -> Path:
+        return self.train_logs / run / "epochs.csv"
+
+    def train_summary(self, run: str) -> Path:
+        return self.train_logs / run / "summary.json"
+
+    def evaluation(self, run: str) -> Path:
+        return self.evals / run / "metrics.json"
+
+    def predictions(self, run: str) -> Path:
+        return self.evals / run / "predictions.npz"
+
+    def attention(self, run: str) -> Path:
+        return self.evals / run / "attention.json"
+
+    def run_outputs(self, stage: str, run: str) -> list[Path]:
+        if stage == "train":
+            return [self.checkpoints(run), self.train_steps(run), self.train_epochs(run), self.train_summary(run)]
+        return [self.evaluation(run), self.predictions(run), self.attention(run)]
+
+    @property
+    def reports(self) -> Path:
+        return Path("reports") / self.configuration
+
+    @property
+    def report(self) -> Path:
+        return self.reports / "index.html"
+
+    @property
+    def provenance(self) -> Path:
+        """The report's manifest: artifacts, commit, versions, wall times."""
+        return self.reports / "provenance.json"
+
+    @property
+    def comparison_table(self) -> Path:
+        return self.reports / "comparison.json"
+
+    def executed_notebook(self, name: str) -> Path:
+        return self.reports / "notebooks" / f"{name}.ipynb"
+
+    def notebook_html(self, name: str) -> Path:
+        return self.reports / "notebooks" / f"{name}.html"
+
+    def notebook_figure(self, name: str) -> Path:
+        return self.reports / "figures" / f"{name}.png"
+
+    def notebook_reads(self, name: str, runs: list[str]) -> list[Path]:
+        """The run artifacts a notebook reads."""
+        kinds = {
+            "learning_curves": (self.train_steps, self.train_epochs, self.train_summary),
+            "predictions": (self.predictions,),
+            "comparison": (self.train_summary, self.evaluation, self.attention),
+            "diagnostics": (self.attention,),
+        }[name]
+        return [kind(r) for r in runs for kind in kinds]
+
+    def notebook_writes(self, name: str) -> list[Path]:
+        """What a notebook writes: the executed notebook, its HTML, and its figure or table."""
+        made = self.comparison_table if name == "comparison" else self.notebook_figure(name)
+        return [self.executed_notebook(name), self.notebook_html(name), made]
+
+    def report_inputs(self, archs: list[str], runs: list[str]) -> list[Path]:
+        """Everything the report stage reads: the notebooks' outputs and, for the provenance
+        manifest, every artifact of the runs and the prepared data."""
+        return (
+            [self.prepared(a) for a in archs]
+            + [p for r in runs for stage in ("train", "evaluate") for p in self.run_outputs(stage, r)]
+            + [p for n in NOTEBOOKS for p in self.notebook_writes(n)]
+        )
+
+    def log(self, stage: str, target: str | None = None) -> Path:
+        """Each `python -m pipeline` command copies its terminal output here."""
+        # The data stage's output is shared by the profile's configurations, and so is its log.
+        folder = self.profile if stage == "data" else self.configuration
+        return Path("logs") / folder / stage / f"{target or stage}.log"
 
 
-def notebook_html(name: str) -> Path:
-    return REPORTS / "notebooks" / f"{name}.html"
+def layout(params: dict) -> Layout:
+    """The paths of the configuration `params` describe (params.yaml with any overrides)."""
+    from pipeline import config
 
-
-def notebook_figure(name: str) -> Path:
-    return REPORTS / "figures" / f"{name}.png"
-
-
-def notebook_io(name: str, runs: list[str]) -> tuple[list[Path], list[Path]]:
-    """(run artifacts read, artifacts written besides the executed notebook and its HTML)."""
-    if name == "learning_curves":
-        return [p for r in runs for p in (train_steps(r), train_epochs(r), train_summary(r))], [notebook_figure(name)]
-    if name == "predictions":
-        return [predictions(r) for r in runs], [notebook_figure(name)]
-    if name == "comparison":
-        return [p for r in runs for p in (train_summary(r), evaluation(r), attention(r))], [COMPARISON_TABLE]
-    if name == "diagnostics":
-        return [attention(r) for r in runs], [notebook_figure(name)]
-    raise KeyError(name)
-
-
-def report_inputs(runs: list[str]) -> list[Path]:
-    """Everything the report stage reads: its code, the notebooks' outputs, and, for the
-    provenance manifest, every artifact of the runs and the prepared data (folders as folders)."""
-    return (
-        [Path("pipeline/report.py"), Path("pipeline/provenance.py"), Path("pipeline/results.py"), PREPARED]
-        + [p for r in runs for p in (checkpoints(r), train_steps(r), train_epochs(r), train_summary(r),
-                                     evaluation(r), predictions(r), attention(r))]
-        + [p for n in NOTEBOOKS for p in (executed_notebook(n), notebook_html(n), *notebook_io(n, runs)[1])]
-    )
-
-
-def log(stage: str, target: str | None = None) -> Path:
-    """Each `python -m pipeline` command copies its terminal output here."""
-    return Path("logs") / stage / f"{target or stage}.log"
+    return Layout(params["profile"], config.configuration(params))

@@ -25,7 +25,7 @@ DATA_DONE = re.compile(r"^data: done in ([0-9.]+) s$", re.MULTILINE)
 
 # What each stage's recorded time covers (none of them includes starting Python).
 MEASURES = {
-    "data": "the whole stage: fetching, reading and saving every dataset (logs/data/data.log)",
+    "data": "the whole stage: fetching, reading and saving an architecture's dataset (logs/<profile>/data/<arch>.log)",
     "train": "the training loop, per-epoch validation included, over all resumes (summary.json seconds)",
     "evaluate": "the stage after loading Paddle: compiling the predictor, evaluation, diagnostics "
                 "(metrics.json seconds)",
@@ -34,13 +34,14 @@ MEASURES = {
 }
 
 
-def artifacts(runs: list[str]) -> list[dict]:
+def artifacts(params: dict, layout: paths.Layout, runs: list[str]) -> list[dict]:
     """Path, size and sha256 of every file the report stage reads, folders file by file.
 
     Dot files are left out: Snakemake's .snakemake_timestamp marker (which .dvcignore also leaves
     out) and temp files of interrupted writes are not artifacts."""
     files = []
-    for path in paths.report_inputs(runs) + [p for p in (paths.BENCH_JSON, paths.BENCH_TABLE) if p.exists()]:
+    bench = [p for p in (paths.BENCH_JSON, paths.BENCH_TABLE) if p.exists()]
+    for path in layout.report_inputs(params["archs"], runs) + bench:
         if path.is_dir():
             files += sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
         else:
@@ -99,32 +100,37 @@ def papermill_seconds(notebook: Path) -> float:
     return json.loads(notebook.read_text())["metadata"]["papermill"]["duration"]
 
 
-def wall_times(runs: list[dict], report_seconds: float) -> dict:
-    """stage -> {"measures": what the time covers, "seconds": {target: seconds or null}}."""
-    log = paths.log("data")
+def _data_seconds(log: Path) -> float | None:
     done = DATA_DONE.findall(log.read_text()) if log.exists() else []
+    return float(done[-1]) if done else None
+
+
+def wall_times(params: dict, layout: paths.Layout, runs: list[dict], report_seconds: float) -> dict:
+    """stage -> {"measures": what the time covers, "seconds": {target: seconds or null}}."""
     seconds = {
-        "data": {"data": float(done[-1]) if done else None},
+        "data": {arch: _data_seconds(layout.log("data", arch)) for arch in params["archs"]},
         "train": {r["run"]: r["train"]["seconds"] for r in runs},
         "evaluate": {r["run"]: r["eval"]["seconds"] for r in runs},
-        "notebook": {n: round(papermill_seconds(paths.executed_notebook(n)), 2) for n in paths.NOTEBOOKS},
+        "notebook": {n: round(papermill_seconds(layout.executed_notebook(n)), 2) for n in paths.NOTEBOOKS},
         "report": {"report": round(report_seconds, 2)},
     }
     return {stage: {"measures": MEASURES[stage], "seconds": s} for stage, s in seconds.items()}
 
 
-def build(params: dict, runs: list[dict], report_started: float) -> dict:
+def build(params: dict, layout: paths.Layout, runs: list[dict], report_started: float) -> dict:
     """The manifest of `runs` (results.load_run of every run of the matrix); `report_started` is
     the report stage's time.perf_counter() at its start."""
-    files = artifacts([r["run"] for r in runs])
+    files = artifacts(params, layout, [r["run"] for r in runs])
+    settings = config.profile_settings(params)
     return {
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git": git_state(),
-        "params": {"profile": params["profile"], **{k: params[k] for k in ("archs", "attentions", "seeds")},
-                   "settings": config.profile_settings(params)},
+        "params": {"profile": params["profile"], "configuration": layout.configuration,
+                   "overrides": config.cli_overrides(params), **{k: params[k] for k in config.MATRIX},
+                   "settings": {k: settings[k] for k in config.RESULT_SETTINGS}},
         "versions": versions(),
         "devices": {"train": sorted({r["train"]["device"] for r in runs}),
                     "evaluate": sorted({r["eval"]["device"] for r in runs})},
-        "wall_time": wall_times(runs, time.perf_counter() - report_started),
+        "wall_time": wall_times(params, layout, runs, time.perf_counter() - report_started),
         "artifacts": files,
     }

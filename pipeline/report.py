@@ -48,8 +48,8 @@ def versions_text(versions: dict) -> str:
     return ", ".join(f"{k} {v or 'not installed'}" for k, v in named.items())
 
 
-def image_tag(name: str, alt: str) -> str:
-    data = base64.b64encode(paths.notebook_figure(name).read_bytes()).decode()
+def image_tag(path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -103,7 +103,7 @@ def _rows(pairs) -> str:
     return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in pairs)
 
 
-def provenance_appendix(manifest: dict) -> str:
+def provenance_appendix(manifest: dict, path) -> str:
     """The manifest of reports/provenance.json, readable: code, software, devices, parameters,
     wall times, and every artifact with its size and sha256."""
     params = manifest["params"]
@@ -123,14 +123,16 @@ def provenance_appendix(manifest: dict) -> str:
         for a in manifest["artifacts"]
     )
     return f"""<h2>Appendix: provenance</h2>
-<p>Also as JSON in <code>{html.escape(str(paths.PROVENANCE))}</code>, with full sha256 digests, made
+<p>Also as JSON in <code>{html.escape(str(path))}</code>, with full sha256 digests, made
 {html.escape(manifest["generated"])}. Git commit: {git_html(manifest["git"], short=False)}
 (dvc.lock, which DVC rewrites while it runs, does not count as a change).</p>
 <table class="meta">{_rows([("versions", versions_text(manifest["versions"])),
                             ("train device", "; ".join(manifest["devices"]["train"])),
                             ("evaluate device", "; ".join(manifest["devices"]["evaluate"]))])}</table>
-<h3>Parameters of the active profile, overrides applied</h3>
-<table class="meta">{_rows([("profile", params["profile"]), ("archs", json.dumps(params["archs"])),
+<h3>Settings that can change the results, overrides applied</h3>
+<table class="meta">{_rows([("profile", params["profile"]), ("configuration", params["configuration"]),
+                            ("overrides", " ".join(params["overrides"]) or "none"),
+                            ("archs", json.dumps(params["archs"])),
                             ("attentions", json.dumps(params["attentions"])), ("seeds", json.dumps(params["seeds"])),
                             *sorted(settings.items())])}</table>
 <h3>Wall time per stage (seconds)</h3>
@@ -143,12 +145,16 @@ def provenance_appendix(manifest: dict) -> str:
 def main(params: dict) -> None:
     started = time.perf_counter()
     settings = config.profile_settings(params)
-    table = json.loads(paths.COMPARISON_TABLE.read_text())
-    loaded = [results.load_run(r) for r in config.runs(params)]
-    manifest = provenance.build(params, loaded, started)
-    atomic.write_json(paths.PROVENANCE, manifest)
+    layout = paths.layout(params)
+    table = json.loads(layout.comparison_table.read_text())
+    loaded = [results.load_run(layout, r) for r in config.runs(params)]
+    manifest = provenance.build(params, layout, loaded, started)
+    atomic.write_json(layout.provenance, manifest)
+    overrides = config.cli_overrides(params)
     meta = {
         "profile": params["profile"],
+        "configuration": layout.configuration + (f" (overrides: {' '.join(overrides)})" if overrides
+                                                 else " (params.yaml as it is)"),
         "datasets": ", ".join(f"{a}: {d}" for a, d in settings["datasets"].items()),
         "device": "; ".join(manifest["devices"]["train"]),
         "generated": datetime.datetime.fromisoformat(manifest["generated"]).strftime("%Y-%m-%d %H:%M UTC"),
@@ -167,7 +173,7 @@ def main(params: dict) -> None:
         f'<a href="notebooks/{n}.html">{n}</a> (<a href="notebooks/{n}.ipynb">ipynb</a>)' for n in paths.NOTEBOOKS
     )
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>NA reproduction report ({params['profile']})</title>
+<html lang="en"><head><meta charset="utf-8"><title>NA reproduction report ({layout.configuration})</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
 <body>
 <h1>Does NA lift AlexNet and ResNet18 on CIFAR?</h1>
@@ -195,16 +201,18 @@ configurations is comparable). Mean ± standard deviation over seeds.</p>
 {results.gains_html(table['gains'] + table['gate_controls'])}
 
 <h2>Learning curves</h2>
-{image_tag('learning_curves', 'Loss and accuracy curves, train and validation, per architecture')}
+{image_tag(layout.notebook_figure('learning_curves'),
+           'Loss and accuracy curves, train and validation, per architecture')}
 
 <h2>Predictions on the first validation images</h2>
-{image_tag('predictions', 'Grid of validation images with predicted and true labels')}
+{image_tag(layout.notebook_figure('predictions'), 'Grid of validation images with predicted and true labels')}
 
 <h2>What the attention layers compute</h2>
 <p>Per attention layer of each trained model, on a fixed batch of validation images: the spread of
 the context g across channels before normalisation, the range of the normalised term, the learned
 gamma and beta, and the gate values.</p>
-{image_tag('diagnostics', 'Attention diagnostics per layer: g spread, normalised term, gamma and beta, gates')}
+{image_tag(layout.notebook_figure('diagnostics'),
+           'Attention diagnostics per layer: g spread, normalised term, gamma and beta, gates')}
 
 <h2>Runs</h2>
 <table><tr><th>run</th><th>data</th><th>px</th><th>train images</th><th>val images</th><th>epochs</th>
@@ -231,8 +239,8 @@ module as intended, and "gate" is the one-scalar control.</li>
 <h2>Notebooks</h2>
 <p>Executed with papermill: {links}</p>
 {benchmark_appendix()}
-{provenance_appendix(manifest)}
+{provenance_appendix(manifest, layout.provenance)}
 </body></html>
 """
-    atomic.write_text(paths.REPORT, page)
-    print(f"report: {paths.REPORT} and {paths.PROVENANCE}")
+    atomic.write_text(layout.report, page)
+    print(f"report: {layout.report} and {layout.provenance}")

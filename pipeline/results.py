@@ -15,20 +15,20 @@ def read_csv(path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def load_run(run: str) -> dict:
+def load_run(layout: paths.Layout, run: str) -> dict:
     experiment, seed = config.parse_run(run)
     arch, attention = config.split_experiment(experiment)
     return {
         "run": run, "experiment": experiment, "seed": seed, "arch": arch, "attention": attention,
-        "train": json.loads(paths.train_summary(run).read_text()),
-        "eval": json.loads(paths.evaluation(run).read_text()),
-        "epochs": read_csv(paths.train_epochs(run)),
-        "steps": read_csv(paths.train_steps(run)),
+        "train": json.loads(layout.train_summary(run).read_text()),
+        "eval": json.loads(layout.evaluation(run).read_text()),
+        "epochs": read_csv(layout.train_epochs(run)),
+        "steps": read_csv(layout.train_steps(run)),
     }
 
 
-def load_attention(run: str) -> dict:
-    return json.loads(paths.attention(run).read_text())
+def load_attention(layout: paths.Layout, run: str) -> dict:
+    return json.loads(layout.attention(run).read_text())
 
 
 def comparable(run: dict, claim: dict) -> bool:
@@ -189,7 +189,7 @@ def gains_html(gains: list[dict]) -> str:
             f"<th>verdict</th></tr>{body}</table>")
 
 
-def save_figure(fig, name: str) -> None:
-    """A notebook's figure, written whole to reports/figures/<name>.png for the report to embed."""
-    with atomic.atomic_path(paths.notebook_figure(name)) as tmp:
+def save_figure(fig, path) -> None:
+    """A notebook's figure, written whole (reports/<configuration>/figures/<name>.png) for the report to embed."""
+    with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")

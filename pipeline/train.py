@@ -196,7 +196,7 @@ def launch_workers(params: dict, s: dict) -> None:
     here, that the devices exist), each running this same command."""
     count, run = s["devices_per_job"], s["run"]
     dev = device.resolve(s["device"], count)
-    log_dir = paths.log("train", run).with_suffix(".launch")
+    log_dir = paths.layout(params).log("train", run).with_suffix(".launch")
     overrides = [f"--set={o}" for o in config.cli_overrides(params)]
     worker = [sys.executable, "-u", "-m", "pipeline", "train", run, *overrides]
     print(f"{run}: data parallel on {count} {dev.upper()} workers through paddle.distributed.launch "
@@ -220,7 +220,8 @@ def main(params: dict, run: str) -> None:
     np.random.seed(s["seed"] + rank)
     paddle.seed(s["seed"] + rank)
 
-    data = load_prepared(s["dataset"])
+    layout = paths.layout(params)
+    data = load_prepared(layout.prepared(s["arch"]))
     train_x, train_y = subset(data, "train", s["train_subset"])
     val_x, val_y = subset(data, "test", s["val_subset"])
     if len(train_x) < s["batch_size"]:
@@ -237,7 +238,7 @@ def main(params: dict, run: str) -> None:
     autocast, scaler = mixed_precision(s["amp"], dev)
     # Work in progress lives outside the declared outputs, which Snakemake and DVC delete
     # before rerunning a job; the outputs appear only when the run is complete.
-    work = paths.resume_dir(run)
+    work = layout.resume_dir(run)
     state_file = work / "state.pdckpt"
     progress = load_state(state_file, model, optimizer, scheduler, s, rank)
     if progress is None:
@@ -296,27 +297,27 @@ def main(params: dict, run: str) -> None:
         device.barrier()
 
     if lead:
-        write_outputs(run, s, model, optimizer, progress, work, len(train_x), len(val_x), where)
+        write_outputs(layout, run, s, model, optimizer, progress, work, len(train_x), len(val_x), where)
     device.barrier()
 
 
-def write_outputs(run: str, s: dict, model, optimizer, progress: dict, work, train_images: int, val_images: int,
-                  where: str) -> None:
+def write_outputs(layout: paths.Layout, run: str, s: dict, model, optimizer, progress: dict, work,
+                  train_images: int, val_images: int, where: str) -> None:
     """The run's declared outputs, once it is complete; then its work in progress goes."""
-    with atomic.atomic_dir(paths.checkpoints(run)) as out:
+    with atomic.atomic_dir(layout.checkpoints(run)) as out:
         save_checkpoint(model, optimizer, out / "final")
         for suffix in (".pdparams", ".pdopt"):
             shutil.copy2(work / f"best{suffix}", out / f"best{suffix}")
-    write_csv(paths.train_steps(run), progress["step_rows"])
-    write_csv(paths.train_epochs(run), progress["epoch_rows"])
+    write_csv(layout.train_steps(run), progress["step_rows"])
+    write_csv(layout.train_epochs(run), progress["epoch_rows"])
     last = progress["epoch_rows"][-1]
-    atomic.write_json(paths.train_summary(run), {
+    atomic.write_json(layout.train_summary(run), {
         "best_val_acc": progress["best_acc"], "best_epoch": progress["best_epoch"],
         "final_train_acc": last["train_acc"], "final_train_loss": last["train_loss"],
         "final_val_acc": last["val_acc"], "epochs": s["epochs"], "steps": progress["step"],
         "train_images": train_images, "val_images": val_images, "image_size": s["image_size"],
         "dataset": s["dataset"], "device": where, "seconds": round(last["seconds"], 1),
         "params": count_parameters(model),
-        "checkpoint_sha256": {f.name: atomic.digest(f) for f in sorted(paths.checkpoints(run).glob("*.pd*"))},
+        "checkpoint_sha256": {f.name: atomic.digest(f) for f in sorted(layout.checkpoints(run).glob("*.pd*"))},
     })
     shutil.rmtree(work)

@@ -1,18 +1,16 @@
-# Stage 1: fetch CIFAR archives (or digits for the demo) and store them as uint8 arrays.
+# Stage 1: fetch the CIFAR archive (or the demo's digits) an architecture trains on, as uint8 arrays.
 
 
 rule data:
     input:
-        "pipeline/data.py",
+        deps.stage_code("data"),
     output:
-        directory(paths.PREPARED),
+        LAYOUT.prepared("{arch}"),
     log:
-        paths.log("data"),
+        LAYOUT.log("data", "{arch}"),
     conda:
         "../envs/na-repro.yaml"
     params:
-        datasets=cfg.datasets(config),
-        download=config["download"],
-        overrides=SET,
+        settings=lambda wc: cfg.tracked_values(config, "data", wc.arch),
     shell:
-        "python -m pipeline data{params.overrides}"
+        f"python -m pipeline data {{wildcards.arch}}{DATA_SET}"

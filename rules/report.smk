@@ -1,42 +1,38 @@
 # Stages 4-5: papermill-executed notebooks, then the one HTML report.
 
 for name in paths.NOTEBOOKS:
-    reads, writes = paths.notebook_io(name, RUNS)
 
     rule:
         name:
             f"notebook_{name}"
         input:
-            paths.notebook_source(name),
-            "pipeline/results.py",
-            reads,
+            deps.stage_code("notebook", name),
+            LAYOUT.notebook_reads(name, RUNS),
         output:
-            paths.executed_notebook(name),
-            paths.notebook_html(name),
-            writes,
+            LAYOUT.notebook_writes(name),
         log:
-            paths.log("notebook", name),
+            LAYOUT.log("notebook", name),
         conda:
             "../envs/na-repro.yaml"
         params:
             name=name,  # the shell command is formatted at run time, after the loop has ended
-            runs=RUNS,
-            overrides=SET,
+            settings=cfg.tracked_values(config, "notebook"),
         shell:
-            "python -m pipeline notebook {params.name}{params.overrides}"
+            f"python -m pipeline notebook {{params.name}}{SET}"
 
 
 rule report:
     input:
-        paths.report_inputs(RUNS),  # all of them, as the provenance manifest hashes every one
+        deps.stage_code("report"),
+        LAYOUT.report_inputs(config["archs"], RUNS),  # all of them, as the provenance manifest hashes every one
     output:
-        paths.REPORT,
-        paths.PROVENANCE,
+        LAYOUT.report,
+        LAYOUT.provenance,
     log:
-        paths.log("report"),
+        LAYOUT.log("report"),
     conda:
         "../envs/na-repro.yaml"
     params:
-        overrides=SET,
+        settings=cfg.tracked_values(config, "report"),
     shell:
-        "python -m pipeline report{params.overrides}"
+        f"python -m pipeline report{SET}"

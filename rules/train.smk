@@ -4,21 +4,21 @@
 # train faster than one job with more threads) and one GPU when the profile trains on GPUs; an
 # evaluation takes every core, since the oneDNN predictor uses them well. Memory and time limit
 # come from the profile too (train_mem_mb, train_runtime_min): a cluster scheduler reads them.
+# `params` holds only the settings that can change a job's results (config.RESULT_SETTINGS), so
+# a scheduler request never reruns anything.
 
 
 rule train:
     input:
-        paths.PREPARED,
-        "pipeline/train.py",
-        "pipeline/models.py",
-        "pipeline/images.py",
+        lambda wc: LAYOUT.prepared(run_arch(wc)),
+        deps.stage_code("train"),
     output:
-        directory(paths.checkpoints("{run}")),
-        paths.train_steps("{run}"),
-        paths.train_epochs("{run}"),
-        paths.train_summary("{run}"),
+        directory(LAYOUT.checkpoints("{run}")),
+        LAYOUT.train_steps("{run}"),
+        LAYOUT.train_epochs("{run}"),
+        LAYOUT.train_summary("{run}"),
     log:
-        paths.log("train", "{run}"),
+        LAYOUT.log("train", "{run}"),
     conda:
         "../envs/na-repro.yaml"
     # At least one core per data-parallel worker; Snakemake lowers it to --cores when that is smaller.
@@ -28,26 +28,23 @@ rule train:
         mem_mb=lambda wc: cfg.run_settings(config, wc.run)["train_mem_mb"],
         runtime=lambda wc: cfg.run_settings(config, wc.run)["train_runtime_min"],
     params:
-        settings=lambda wc: cfg.run_settings(config, wc.run),
-        overrides=SET,
+        settings=lambda wc: cfg.tracked_values(config, "train", run_arch(wc)),
     shell:
-        "python -m pipeline train {wildcards.run}{params.overrides}"
+        f"python -m pipeline train {{wildcards.run}}{SET}"
 
 
 rule evaluate:
     input:
-        paths.PREPARED,
-        paths.checkpoints("{run}"),
-        paths.train_summary("{run}"),
-        "pipeline/evaluate.py",
-        "pipeline/models.py",
-        "pipeline/images.py",
+        lambda wc: LAYOUT.prepared(run_arch(wc)),
+        LAYOUT.checkpoints("{run}"),
+        LAYOUT.train_summary("{run}"),
+        deps.stage_code("evaluate"),
     output:
-        paths.evaluation("{run}"),
-        paths.predictions("{run}"),
-        paths.attention("{run}"),
+        LAYOUT.evaluation("{run}"),
+        LAYOUT.predictions("{run}"),
+        LAYOUT.attention("{run}"),
     log:
-        paths.log("evaluate", "{run}"),
+        LAYOUT.log("evaluate", "{run}"),
     conda:
         "../envs/na-repro.yaml"
     # Every core of this machine; a cluster run has no --cores and gives it a training job's share.
@@ -55,7 +52,6 @@ rule evaluate:
     resources:
         gpu=GPUS_PER_JOB,
     params:
-        settings=lambda wc: cfg.run_settings(config, wc.run),
-        overrides=SET,
+        settings=lambda wc: cfg.tracked_values(config, "evaluate", run_arch(wc)),
     shell:
-        "python -m pipeline evaluate {wildcards.run}{params.overrides}"
+        f"python -m pipeline evaluate {{wildcards.run}}{SET}"

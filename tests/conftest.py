@@ -35,6 +35,15 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = 
     return proc
 
 
+def layout(project: Path, *options: str):
+    """Where a command run in `project` with these options (`--set`, `key=value`, ...) keeps its results."""
+    from pipeline import config, paths
+
+    overrides = [o for o in options if o != "--set" and "=" in o]
+    params = config.load(overrides, path=project / "params.yaml")
+    return paths.Layout(params["profile"], config.configuration(params, path=project / "params.yaml"))
+
+
 def copy_project(dest: Path, **params: str) -> Path:
     """The project's own files (tracked or new, not ignored) in a fresh git repo, as a clone has them.
 

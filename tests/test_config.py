@@ -15,7 +15,7 @@ def params(monkeypatch):
 
 def test_default_profile_is_demo_on_digits(params):
     assert params["profile"] == "demo"
-    assert config.datasets(params) == ["digits"]
+    assert set(config.profile_settings(params)["datasets"].values()) == {"digits"}
     assert config.runs(params) == [f"{e}-s{seed}" for e in ("alexnet-none", "alexnet-na-blog", "resnet18-none",
                                                             "resnet18-na-blog") for seed in (42, 43)]
 
@@ -27,13 +27,53 @@ def test_paper_profile_is_the_posts_recipe(params):
     assert (s["image_size"], s["epochs"], s["batch_size"], s["lr"]) == (128, 50, 128, 0.001)
     assert (s["weight_decay"], s["label_smoothing"], s["device"]) == (1e-5, 0.1, "gpu")
     assert config.run_settings(params, "resnet18-none-s42")["dataset"] == "cifar100"
-    assert config.datasets(params) == ["cifar10", "cifar100"]
 
 
-def test_demo_inherits_from_paper_and_resolves_per_arch_sizes(params):
+# What each small profile may change of the paper's recipe; every other setting must be the
+# paper's, since each profile writes its settings out in full (see params.yaml).
+DIFFERS = {
+    "demo": {"datasets", "image_size", "epochs", "batch_size", "device", "train_threads", "train_mem_mb",
+             "num_workers"},
+    "ci": {"datasets", "image_size", "epochs", "batch_size", "device", "train_threads", "train_mem_mb",
+           "num_workers", "train_subset", "val_subset"},
+}
+
+
+@pytest.mark.parametrize("profile", DIFFERS)
+def test_the_small_profiles_follow_the_papers_recipe(params, profile):
+    paper, mine = params["profiles"]["paper"], params["profiles"][profile]
+    assert {k for k in paper if paper[k] != mine[k]} <= DIFFERS[profile]
+    assert {k for k in mine if mine[k] != params["profiles"]["demo"][k]} <= {"epochs", "train_subset", "val_subset"}
+
+
+def test_demo_resolves_per_arch_sizes(params):
     s = config.run_settings(params, "resnet18-none-s42")
     assert s["image_size"] == 32 and s["lr"] == 0.001 and s["device"] == "auto"
     assert config.run_settings(params, "alexnet-none-s42")["image_size"] == 64
+
+
+@pytest.mark.faults
+def test_a_profile_that_misses_a_setting_is_refused_in_one_line(params):
+    del params["profiles"]["ci"]["lr"]
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(params)
+    assert "profiles.ci" in str(err.value) and "'lr' is a required property" in str(err.value)
+
+
+def test_every_setting_is_either_result_changing_or_run_only():
+    settings = set(config.schema()["$defs"]["settings"]["properties"])
+    assert set(config.RESULT_SETTINGS) | set(config.RUN_ONLY_SETTINGS) == settings
+    assert not set(config.RESULT_SETTINGS) & set(config.RUN_ONLY_SETTINGS)
+    assert set(config.OVERRIDABLE) <= set(config.RESULT_SETTINGS)  # every override makes its own configuration
+
+
+def test_configuration_names_the_profile_and_a_key_of_the_overrides(params):
+    assert config.configuration(params) == "demo"
+    assert config.configuration({**params, "profile": "paper"}) == "paper"
+    one = config.configuration({**params, "profile": "paper", "epochs": 1})
+    assert one.startswith("paper-") and len(one) == len("paper-") + 8
+    assert config.configuration({**params, "profile": "paper", "epochs": 2}) != one
+    assert config.configuration({**params, "epochs": 1}) == "demo" + one.removeprefix("paper")
 
 
 def test_top_level_overrides_win_over_the_profile(monkeypatch):

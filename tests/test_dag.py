@@ -1,6 +1,6 @@
 """Snakefile and dvc.yaml describe the same DAG: same commands, same outputs, same inputs.
 
-dvc.yaml may name a folder (runs/train) where Snakemake lists the run files inside it.
+dvc.yaml may name a folder (runs/<profile>/train) where Snakemake lists the run files inside it.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def both(tmp_path_factory):
 def test_same_commands(both):
     snake, dvc = both
     assert set(snake) == set(dvc)
-    # data, 8 x train, 8 x evaluate (4 configurations x 2 seeds), 4 notebooks, report
-    assert len(snake) == 1 + 8 + 8 + 4 + 1
+    # data per architecture, 8 x train, 8 x evaluate (4 configurations x 2 seeds), 4 notebooks, report
+    assert len(snake) == 2 + 8 + 8 + 4 + 1
 
 
 def test_same_outputs(both):
@@ -85,7 +85,7 @@ def test_same_inputs(both):
 def test_paper_profile_plans_cifar_and_the_four_configurations_at_two_seeds_on_gpus(project):
     jobs = snakemake_jobs(project, "--config", "profile=paper")
     rules = sorted(j["rule"] for j in jobs.values())
-    assert rules.count("data") == 1 and rules.count("train") == 8 and rules.count("evaluate") == 8
+    assert rules.count("data") == 2 and rules.count("train") == 8 and rules.count("evaluate") == 8
     trained = sorted(c.split()[4] for c, j in jobs.items() if j["rule"] == "train")
     assert trained[:2] == ["alexnet-na-blog-s42", "alexnet-na-blog-s43"]
     # The post's four runs alone, as README says.
@@ -111,3 +111,22 @@ def test_ablation_is_planned_from_the_command_line(project):
     jobs = snakemake_jobs(project, *ablation)
     trained = sorted(c.split()[4] for c, j in jobs.items() if j["rule"] == "train")
     assert len(trained) == 2 * 5 * 3 and "resnet18-na-official-s44" in trained
+
+
+def test_dvc_yaml_is_generated_from_the_pipeline_package(project):
+    run(["python", "-m", "pipeline", "dvc-yaml", "--check"], cwd=project)
+    (project / "dvc.yaml").write_text((project / "dvc.yaml").read_text().replace("- pipeline/models.py\n", "", 1))
+    proc = run(["python", "-m", "pipeline", "dvc-yaml", "--check"], cwd=project, check=False)
+    assert proc.returncode == 1 and "dvc.yaml is out of date" in proc.stderr
+
+
+def test_each_stage_depends_on_its_whole_import_closure():
+    from pipeline import deps
+
+    train = deps.stage_code("train")
+    # imported inside functions or by imported modules, and the kernel source fused.py reads
+    assert {"pipeline/fused.py", "pipeline/kernels/na_kernels.cc", "pipeline/atomic.py", "pipeline/__init__.py",
+            "pipeline/params.schema.json"} <= set(train)
+    assert "pipeline/inference.py" not in train and "pipeline/inference.py" in deps.stage_code("evaluate")
+    assert "notebooks/comparison.py" in deps.stage_code("notebook", "comparison")
+    assert "pipeline/stats.py" in deps.stage_code("report")

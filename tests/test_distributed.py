@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline import config, device
-from tests.conftest import ROOT, assert_nothing_lost, run
+from tests.conftest import ROOT, assert_nothing_lost, layout, run
 
 device.import_paddle()  # threads fixed and the import banner kept quiet, as the stages do
 
@@ -254,46 +254,50 @@ def rows(path):
 @pytest.mark.e2e
 def test_two_cpu_workers_train_a_run_and_write_its_outputs_once(project):
     ci = ["--set", "profile=ci"]
-    run(["python", "-m", "pipeline", "data", *ci], cwd=project)
+    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
     run(["python", "-m", "pipeline", "train", RUN, *ci], cwd=project)
-    single = {p: (project / p).read_text() for p in (f"runs/train/{RUN}/steps.csv", f"runs/train/{RUN}/summary.json")}
+    one = layout(project, *ci)
+    single = {"steps": (project / one.train_steps(RUN)).read_text(),
+              "summary": (project / one.train_summary(RUN)).read_text()}
 
-    proc = run(["python", "-m", "pipeline", "train", RUN, *ci, "--set", "devices_per_job=2"], cwd=project)
-    log = (project / f"logs/train/{RUN}.log").read_text()
+    two = [*ci, "--set", "devices_per_job=2"]
+    where = layout(project, *two)  # another configuration, beside the one-device run's
+    proc = run(["python", "-m", "pipeline", "train", RUN, *two], cwd=project)
+    log = (project / where.log("train", RUN)).read_text()
     assert "data parallel on 2 CPU workers through paddle.distributed.launch" in log
     assert log.count(f"{RUN} epoch 1/1: lr") == 1 and proc.stdout.count(f"{RUN} epoch 1/1: lr") == 1  # rank 0's
-    workers = project / f"logs/train/{RUN}.launch"
+    workers = project / where.log("train", RUN).with_suffix(".launch")
     assert sorted(p.name for p in workers.glob("workerlog.*")) == ["workerlog.0", "workerlog.1"]
     assert "epoch 1/1: lr" not in (workers / "workerlog.1").read_text()  # rank 1 neither validates nor reports
     assert not (project / "log").exists()  # the launcher's own folder stays under logs/
 
-    summary = json.loads((project / f"runs/train/{RUN}/summary.json").read_text())
+    summary = json.loads((project / where.train_summary(RUN)).read_text())
     assert summary["device"] == "2 x CPU (1 thread)"
-    before = json.loads(single[f"runs/train/{RUN}/summary.json"])
+    before = json.loads(single["summary"])
     # the same global batches: same steps, same schedule, same number of images seen
     assert (summary["steps"], summary["train_images"], summary["epochs"]) == (before["steps"], 256, 1)
-    steps = rows(project / f"runs/train/{RUN}/steps.csv")
-    assert [r["step"] for r in steps] == [r["step"] for r in csv.DictReader(single[f"runs/train/{RUN}/steps.csv"]
-                                                                              .splitlines())]
-    assert 0 < float(steps[0]["loss"]) < 10 and len(rows(project / f"runs/train/{RUN}/epochs.csv")) == 1
-    checkpoints = sorted(p.name for p in (project / f"runs/checkpoints/{RUN}").iterdir())
+    steps = rows(project / where.train_steps(RUN))
+    assert [r["step"] for r in steps] == [r["step"] for r in csv.DictReader(single["steps"].splitlines())]
+    assert 0 < float(steps[0]["loss"]) < 10 and len(rows(project / where.train_epochs(RUN))) == 1
+    checkpoints = sorted(p.name for p in (project / where.checkpoints(RUN)).iterdir())
     assert checkpoints == ["best.pdopt", "best.pdparams", "final.pdopt", "final.pdparams"]
     assert set(summary["checkpoint_sha256"]) == set(checkpoints)
-    assert not (project / f"runs/resume/{RUN}").exists()
+    assert not (project / where.resume_dir(RUN)).exists()
     # no stray or half-written files beside the outputs (every write is temp file + rename, on rank 0)
-    assert sorted(p.name for p in (project / f"runs/train/{RUN}").iterdir()) == [
+    assert sorted(p.name for p in (project / where.train_logs / RUN).iterdir()) == [
         "epochs.csv", "steps.csv", "summary.json"]
 
 
 @pytest.mark.faults
 def test_a_failing_worker_fails_the_job_with_its_one_line_error(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16", "--set", "devices_per_job=2"]
-    run(["python", "-m", "pipeline", "data", *ci], cwd=project)
+    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
     proc = run(["python", "-m", "pipeline", "train", RUN, *ci, "--set", "lr=.inf"], cwd=project, check=False)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {RUN}: loss became") and "at step" in last
-    assert_nothing_lost(project / f"runs/checkpoints/{RUN}", project / f"runs/train/{RUN}")
+    where = layout(project, *ci, "lr=.inf")
+    assert_nothing_lost(project / where.checkpoints(RUN), project / where.train_logs / RUN)
 
 
 def workers_of(project) -> list[int]:
@@ -324,17 +328,18 @@ def test_killed_two_worker_training_leaves_no_worker_and_resumes_to_the_same_res
 
     args = ["python", "-m", "pipeline", "train", RUN, "--set", "profile=ci", "--set", "epochs=3",
             "--set", "train_subset=512", "--set", "batch_size=32", "--set", "devices_per_job=2"]
-    run(["python", "-m", "pipeline", "data", "--set", "profile=ci"], cwd=project)
+    run(["python", "-m", "pipeline", "data", "alexnet", "--set", "profile=ci"], cwd=project)
     run(args, cwd=project)
-    final = project / f"runs/checkpoints/{RUN}/final.pdparams"
+    where = layout(project, *args)
+    final = project / where.checkpoints(RUN) / "final.pdparams"
     paddle = device.import_paddle()
-    reference = (rows(project / f"runs/train/{RUN}/epochs.csv"), paddle.load(str(final)))
-    for output in (project / f"runs/checkpoints/{RUN}", project / f"runs/train/{RUN}"):
+    reference = (rows(project / where.train_epochs(RUN)), paddle.load(str(final)))
+    for output in (project / where.checkpoints(RUN), project / where.train_logs / RUN):
         shutil.rmtree(output)
 
     proc = subprocess.Popen(args, cwd=project, env=command_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    state = project / f"runs/resume/{RUN}/state.pdckpt"
+    state = project / where.resume_dir(RUN) / "state.pdckpt"
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -346,11 +351,11 @@ def test_killed_two_worker_training_leaves_no_worker_and_resumes_to_the_same_res
     while workers_of(project) and time.time() < deadline:
         time.sleep(0.2)
     assert workers_of(project) == []
-    assert_nothing_lost(project / f"runs/checkpoints/{RUN}", project / f"runs/train/{RUN}/summary.json")
+    assert_nothing_lost(project / where.checkpoints(RUN), project / where.train_summary(RUN))
 
     resumed = run(args, cwd=project)
     assert "resuming after epoch" in resumed.stdout
-    epochs = rows(project / f"runs/train/{RUN}/epochs.csv")
+    epochs = rows(project / where.train_epochs(RUN))
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in epochs] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in reference[0]]
     weights = paddle.load(str(final))

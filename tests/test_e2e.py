@@ -28,7 +28,7 @@ def built(tmp_path_factory):
 
 
 def test_report_shows_every_configuration_beside_the_claim(built):
-    page = (built / "reports/index.html").read_text()
+    page = (built / "reports/ci/index.html").read_text()
     assert "CI PROFILE: NOT THE PAPER" in page
     for experiment in CONFIGURATIONS:
         assert f"<td>{experiment}</td>" in page
@@ -38,16 +38,16 @@ def test_report_shows_every_configuration_beside_the_claim(built):
     assert "<script" not in page and not re.search(r"""(src|href)=["']?(https?:)?//|url\(|@import""", page)
     for name in ("learning_curves", "predictions", "comparison", "diagnostics"):
         assert f'href="notebooks/{name}.html"' in page
-        assert (built / f"reports/notebooks/{name}.html").exists()
+        assert (built / f"reports/ci/notebooks/{name}.html").exists()
 
 
 def test_every_number_comes_from_artifacts(built):
-    table = json.loads((built / "reports/comparison.json").read_text())
+    table = json.loads((built / "reports/ci/comparison.json").read_text())
     row = next(r for r in table["rows"] if r["experiment"] == "alexnet-na-blog")
-    evaluation = json.loads((built / "runs/eval/alexnet-na-blog-s42/metrics.json").read_text())
-    other_seed = json.loads((built / "runs/eval/alexnet-na-blog-s43/metrics.json").read_text())
+    evaluation = json.loads((built / "runs/ci/eval/alexnet-na-blog-s42/metrics.json").read_text())
+    other_seed = json.loads((built / "runs/ci/eval/alexnet-na-blog-s43/metrics.json").read_text())
     assert row["ours"]["val_acc"] == pytest.approx((evaluation["val_acc"] + other_seed["val_acc"]) / 2)
-    assert f"{row['ours']['val_acc']:.4f}" in (built / "reports/index.html").read_text()
+    assert f"{row['ours']['val_acc']:.4f}" in (built / "reports/ci/index.html").read_text()
 
 
 def test_provenance_lists_every_artifact_with_its_digest_commit_versions_and_wall_times(built):
@@ -56,16 +56,16 @@ def test_provenance_lists_every_artifact_with_its_digest_commit_versions_and_wal
     from pipeline import device
 
     paddle = device.import_paddle()
-    manifest = json.loads((built / "reports/provenance.json").read_text())
+    manifest = json.loads((built / "reports/ci/provenance.json").read_text())
     listed = {a["path"]: a for a in manifest["artifacts"]}
     for path, artifact in listed.items():
         with open(built / path, "rb") as f:
             assert artifact["sha256"] == hashlib.file_digest(f, "sha256").hexdigest(), path
         assert artifact["size"] == (built / path).stat().st_size, path
-    assert "data/prepared/digits.npz" in listed and "runs/checkpoints/resnet18-gate-s43/best.pdparams" in listed
-    assert all(f"runs/eval/{r}/metrics.json" in listed and f"runs/train/{r}/steps.csv" in listed for r in RUNS)
-    assert "reports/notebooks/comparison.ipynb" in listed and "reports/figures/diagnostics.png" in listed
-    assert not {"reports/index.html", "reports/provenance.json"} & set(listed)
+    assert "data/prepared/ci/alexnet.npz" in listed and "runs/ci/checkpoints/resnet18-gate-s43/best.pdparams" in listed
+    assert all(f"runs/ci/eval/{r}/metrics.json" in listed and f"runs/ci/train/{r}/steps.csv" in listed for r in RUNS)
+    assert "reports/ci/notebooks/comparison.ipynb" in listed and "reports/ci/figures/diagnostics.png" in listed
+    assert not {"reports/ci/index.html", "reports/ci/provenance.json"} & set(listed)
     commit = run(["git", "rev-parse", "HEAD"], cwd=built).stdout.strip()
     assert manifest["git"] == {"commit": commit, "dirty": False}
     assert manifest["versions"]["paddle"]["version"] == paddle.__version__
@@ -73,17 +73,17 @@ def test_provenance_lists_every_artifact_with_its_digest_commit_versions_and_wal
     assert manifest["params"]["profile"] == "ci" and manifest["params"]["settings"]["epochs"] == 1
     assert manifest["devices"]["train"] == ["CPU (1 thread)"]
     wall_time = manifest["wall_time"]
-    for stage, targets in (("data", ["data"]), ("train", RUNS), ("evaluate", RUNS),
+    for stage, targets in (("data", ["alexnet", "resnet18"]), ("train", RUNS), ("evaluate", RUNS),
                            ("notebook", ["learning_curves", "predictions", "comparison", "diagnostics"])):
         seconds = wall_time[stage]["seconds"]
         assert sorted(seconds) == sorted(targets) and all(s > 0 for s in seconds.values()), (stage, seconds)
-    page = (built / "reports/index.html").read_text()
+    page = (built / "reports/ci/index.html").read_text()
     assert "<h2>Appendix: provenance</h2>" in page and commit in page
-    assert listed["runs/checkpoints/resnet18-gate-s43/best.pdparams"]["sha256"][:16] in page
+    assert listed["runs/ci/checkpoints/resnet18-gate-s43/best.pdparams"]["sha256"][:16] in page
 
 
 def test_statistics_and_findings_come_from_the_runs(built):
-    table = json.loads((built / "reports/comparison.json").read_text())
+    table = json.loads((built / "reports/ci/comparison.json").read_text())
     gain = next(g for g in table["gains"] if g["arch"] == "alexnet" and g["attention"] == "na-blog")
     test = gain["test"]
     assert test["n_variant"] == test["n_baseline"] == 2 and test["ci_low"] <= test["diff"] <= test["ci_high"]
@@ -96,12 +96,12 @@ def test_statistics_and_findings_come_from_the_runs(built):
     findings = " ".join(table["findings"])
     assert "ci profile" in findings and "na-blog against the scalar gate control" in findings
     assert f"{degeneracy['g_spread_max']:.1e}" in findings
-    page = (built / "reports/index.html").read_text()
+    page = (built / "reports/ci/index.html").read_text()
     assert "<h2>Findings</h2>" in page and "95% CI" in page and "Welch" in page
 
 
 def test_notebooks_were_executed_by_papermill_with_parameters(built):
-    notebook = json.loads((built / "reports/notebooks/comparison.ipynb").read_text())
+    notebook = json.loads((built / "reports/ci/notebooks/comparison.ipynb").read_text())
     tags = [tag for cell in notebook["cells"] for tag in cell["metadata"].get("tags", [])]
     assert "parameters" in tags and "injected-parameters" in tags
     injected = next(c for c in notebook["cells"] if "injected-parameters" in c["metadata"].get("tags", []))
@@ -110,13 +110,13 @@ def test_notebooks_were_executed_by_papermill_with_parameters(built):
 
 
 def test_training_logged_what_the_post_logs(built):
-    summary = json.loads((built / "runs/train/resnet18-na-blog-s42/summary.json").read_text())
+    summary = json.loads((built / "runs/ci/train/resnet18-na-blog-s42/summary.json").read_text())
     assert summary["train_images"] == 256 and summary["val_images"] == 128
     assert summary["device"] == "CPU (1 thread)"  # the ci profile's train_threads, through Snakemake
-    header = (built / "runs/train/resnet18-na-blog-s42/epochs.csv").read_text().splitlines()[0]
+    header = (built / "runs/ci/train/resnet18-na-blog-s42/epochs.csv").read_text().splitlines()[0]
     assert header == "epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds"
     for run_name in RUNS:
-        assert {p.name for p in (built / "runs/checkpoints" / run_name).iterdir()} - {".snakemake_timestamp"} == {
+        assert {p.name for p in (built / "runs/ci/checkpoints" / run_name).iterdir()} - {".snakemake_timestamp"} == {
             "best.pdparams", "best.pdopt", "final.pdparams", "final.pdopt"}
 
 
@@ -150,7 +150,7 @@ def test_report_renders_in_headless_chromium(built):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
-        driver.get((built / "reports/index.html").as_uri())
+        driver.get((built / "reports/ci/index.html").as_uri())
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
         assert len(images) == FIGURES and all(ok and w > 100 and h > 100 for ok, w, h in images)
@@ -170,14 +170,14 @@ def test_benchmark_runs_and_the_report_shows_it(built):
     assert set(result["na_overhead"]) == {"na-blog", "na-official", "na-paper", "gate"}
     assert len(result["training"]) == 4 * 5 and "| eval_speedup" in out
     run(["python", "-m", "pipeline", "report"], cwd=built)
-    page = (built / "reports/index.html").read_text()
+    page = (built / "reports/ci/index.html").read_text()
     assert "Appendix: benchmark" in page and f"<td>{result['eval_speedup']}x</td>" in page
 
 
 def test_fresh_clone_dvc_repro_builds_the_report(tmp_path):
     project = copy_project(tmp_path / "clone", profile="ci")
     run(["dvc", "repro"], cwd=project)
-    assert "CI PROFILE" in (project / "reports/index.html").read_text()
+    assert "CI PROFILE" in (project / "reports/ci/index.html").read_text()
     assert "up to date" in run(["dvc", "status"], cwd=project).stdout
 
 
@@ -190,7 +190,7 @@ def test_paper_profile_offline_stops_at_the_fetch_with_a_clear_message(project):
     output = proc.stdout + proc.stderr
     assert "error: could not download cifar-10-python.tar.gz" in output
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in output and "data/raw" in output
-    assert_nothing_lost(project / "data/prepared", project / "runs")
+    assert_nothing_lost(project / "data/prepared/paper", project / "runs/paper")
 
 
 def _start_and_kill(project, kill_snakemake: bool):
@@ -202,7 +202,7 @@ def _start_and_kill(project, kill_snakemake: bool):
 
     from tests.conftest import command_env
 
-    state = project / "runs/resume/alexnet-none-s42/state.pdckpt"
+    state = project / "runs/ci/resume/alexnet-none-s42/state.pdckpt"
     proc = subprocess.Popen(["snakemake", "--cores", "2", "all"], cwd=project, env=command_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
@@ -215,8 +215,8 @@ def _start_and_kill(project, kill_snakemake: bool):
         run(["pkill", "-KILL", "-f", "pipeline train alexnet-none-s42"], cwd=project)
     proc.wait()
     assert proc.returncode != 0, "the pipeline finished before it could be killed"
-    logs = project / "runs/train/alexnet-none-s42"  # Snakemake may have made the (empty) folder
-    assert_nothing_lost(project / "runs/checkpoints/alexnet-none-s42", logs / "summary.json", logs / "epochs.csv",
+    logs = project / "runs/ci/train/alexnet-none-s42"  # Snakemake may have made the (empty) folder
+    assert_nothing_lost(project / "runs/ci/checkpoints/alexnet-none-s42", logs / "summary.json", logs / "epochs.csv",
                         logs / "steps.csv")
 
 
@@ -231,18 +231,19 @@ def test_a_killed_pipeline_resumes_training_on_rerun(tmp_path, kill_snakemake, r
     _start_and_kill(project, kill_snakemake)
     outputs = [run(cmd, cwd=project) for cmd in recover]
     assert "resuming after epoch" in outputs[-1].stdout + outputs[-1].stderr
-    summary = json.loads((project / "runs/train/alexnet-none-s42/summary.json").read_text())
-    assert summary["epochs"] == 3 and len((project / "runs/train/alexnet-none-s42/epochs.csv").read_text().split()) == 4
+    summary = json.loads((project / "runs/ci/train/alexnet-none-s42/summary.json").read_text())
+    epochs = (project / "runs/ci/train/alexnet-none-s42/epochs.csv").read_text().split()
+    assert summary["epochs"] == 3 and len(epochs) == 4
     assert "up to date" in run(["dvc", "status"], cwd=project).stdout
 
 
 # The first whole-file write of each stage kind, in pipeline order, and the final name it makes.
 STAGE_WRITES = [
-    ("data", "data/prepared"),
-    ("train", "runs/checkpoints/alexnet-none-s42"),
-    ("evaluate", "runs/eval/alexnet-none-s42/predictions.npz"),
-    ("notebook", "reports/notebooks/learning_curves.ipynb"),
-    ("report", "reports/provenance.json"),  # then reports/index.html
+    ("data", "data/prepared/ci/alexnet.npz"),
+    ("train", "runs/ci/checkpoints/alexnet-none-s42"),
+    ("evaluate", "runs/ci/eval/alexnet-none-s42/predictions.npz"),
+    ("notebook", "reports/ci/notebooks/learning_curves.ipynb"),
+    ("report", "reports/ci/provenance.json"),  # then reports/index.html
 ]
 
 
@@ -262,11 +263,11 @@ def test_every_stage_killed_mid_write_leaves_no_partial_output_and_recovers(tmp_
         assert proc.returncode != 0, f"the {stage} stage was not killed"
         assert_nothing_lost(project / final_name)
         if stage != "data":
-            assert (project / "data/prepared/digits.npz").exists(), "the rerun did not recover the data stage"
+            assert (project / "data/prepared/ci/alexnet.npz").exists(), "the rerun did not recover the data stage"
         if power_loss:
             run(["snakemake", "--unlock"], cwd=project)
     run(rerun, cwd=project)
-    assert "CI PROFILE" in (project / "reports/index.html").read_text()
+    assert "CI PROFILE" in (project / "reports/ci/index.html").read_text()
     leftovers = [p for folder in ("data", "runs", "reports") for p in (project / folder).rglob("*.tmp*")]
     assert not leftovers, f"temp files left behind: {leftovers}"
     assert "up to date" in run(["dvc", "status"], cwd=project).stdout

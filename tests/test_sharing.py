@@ -63,8 +63,8 @@ def test_the_default_remote_is_a_folder_in_the_users_cache(shared):
 
 def test_push_then_pull_in_a_fresh_clone_restores_every_artifact_and_retrains_nothing(shared):
     original = tracked(shared.project)
-    for expected in ["data/prepared/digits.npz", "reports/index.html", "reports/comparison.json"] + [
-            f"runs/{kind}/{r}/{name}" for r in RUNS for kind, name in (
+    for expected in ["data/prepared/ci/alexnet.npz", "reports/ci/index.html", "reports/ci/comparison.json"] + [
+            f"runs/ci/{kind}/{r}/{name}" for r in RUNS for kind, name in (
                 ("checkpoints", "best.pdparams"), ("checkpoints", "final.pdopt"), ("train", "summary.json"),
                 ("train", "epochs.csv"), ("train", "steps.csv"), ("eval", "metrics.json"),
                 ("eval", "predictions.npz"))]:
@@ -76,20 +76,15 @@ def test_push_then_pull_in_a_fresh_clone_restores_every_artifact_and_retrains_no
     clone = shared.root / "clone"
     run(["git", "clone", "-q", str(shared.project), str(clone)], cwd=shared.root)
     assert not any((clone / d).exists() for d in ("data", "runs", "reports"))
-    run(["dvc", "pull"], cwd=clone, env=shared.env)
+    pulled = run(["python", "-m", "pipeline", "pull"], cwd=clone, env=shared.env)
+    assert "both engines have nothing to do" in pulled.stdout
     assert tracked(clone) == original
     assert "up to date" in run(["dvc", "status"], cwd=clone).stdout
-
-    # dvc pull writes files in no particular order and the clone has no .snakemake metadata, so
-    # Snakemake may see pulled outputs as older than their inputs. Once `dvc status` says they
-    # match dvc.lock, --touch marks them up to date in DAG order without running anything;
-    # --forceall touches every job, so each one gets the metadata later changes are judged by.
-    run(["snakemake", "--touch", "--forceall", "--cores", "1", "all"], cwd=clone)
     dry = run(["snakemake", "-n", "all"], cwd=clone)
     assert "Nothing to be done" in dry.stdout + dry.stderr
     assert "missing provenance/metadata" not in dry.stdout + dry.stderr
     assert tracked(clone) == original  # touched, not rebuilt
-    assert not (clone / "runs/resume").exists()  # where a training job keeps its state: none started
+    assert not (clone / "runs/ci/resume").exists()  # where a training job keeps its state: none started
     assert not [f for f in (clone / "logs").rglob("*") if f.is_file() and f.stat().st_size]
     assert "up to date" in run(["dvc", "status"], cwd=clone).stdout
 
@@ -102,6 +97,19 @@ def test_push_then_pull_in_a_fresh_clone_restores_every_artifact_and_retrains_no
         assert planned.count("\nrule train:") == len(RUNS)
     finally:
         params.write_text(text)
+
+
+@pytest.mark.faults
+def test_pull_refuses_to_record_results_that_do_not_match_the_code(shared):
+    """After the push above: a clone whose training code differs from what built the results."""
+    clone = shared.root / "stale-clone"
+    run(["git", "clone", "-q", str(shared.project), str(clone)], cwd=shared.root)
+    with open(clone / "pipeline/train.py", "a") as f:
+        f.write("\n# changed\n")
+    proc = run(["python", "-m", "pipeline", "pull"], cwd=clone, env=shared.env, check=False)
+    last = proc.stderr.strip().splitlines()[-1]  # dvc pull's own output comes before it
+    assert proc.returncode == 1 and last.startswith("error: DVC is not clean after the pull (train@ci-alexnet-")
+    assert not (clone / ".snakemake/metadata").exists()  # nothing recorded for Snakemake
 
 
 def test_a_local_remote_replaces_the_default_without_editing_the_committed_config(shared, tmp_path):
@@ -122,9 +130,9 @@ def test_dvc_metrics_show_reads_every_run(shared):
     (workspace,) = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=shared.project).stdout).values()
     metrics = workspace["data"]
     for r in RUNS:
-        assert metrics[f"runs/train/{r}/summary.json"]["data"]["epochs"] == 1
-        assert 0 <= metrics[f"runs/train/{r}/summary.json"]["data"]["best_val_acc"] <= 1
-        assert 0 <= metrics[f"runs/eval/{r}/metrics.json"]["data"]["val_acc"] <= 1
+        assert metrics[f"runs/ci/train/{r}/summary.json"]["data"]["epochs"] == 1
+        assert 0 <= metrics[f"runs/ci/train/{r}/summary.json"]["data"]["best_val_acc"] <= 1
+        assert 0 <= metrics[f"runs/ci/eval/{r}/metrics.json"]["data"]["val_acc"] <= 1
 
 
 def test_dvc_plots_show_writes_every_runs_curves(shared, tmp_path):
@@ -164,16 +172,16 @@ def test_exp_run_after_editing_params_then_exp_show_and_metrics_diff(shared):
     assert changed["epochs"] == {"old": None, "new": 2}
     # The workspace (the experiment) against HEAD (the built project): two epochs now, twice the steps.
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], cwd=shared.project).stdout)
-    summary = diff["runs/train/alexnet-none-s42/summary.json"]
+    summary = diff["runs/ci/train/alexnet-none-s42/summary.json"]
     assert summary["epochs"] == {"old": 1, "new": 2, "diff": 1}
     assert summary["steps"]["new"] == 2 * summary["steps"]["old"]
     table = run(["dvc", "metrics", "diff"], cwd=shared.project).stdout
-    assert "runs/train/alexnet-none-s42/summary.json" in table and "epochs" in table
+    assert "runs/ci/train/alexnet-none-s42/summary.json" in table and "epochs" in table
 
     # Snakemake remembers the parameters it last trained with, so it would retrain what DVC just
-    # built; the same touch as after a pull tells it the outputs are current.
+    # built; the same command as after a clone tells it the outputs are current.
     assert "\nrule train:" in run(["snakemake", "-n", "all"], cwd=shared.project).stdout
     assert "up to date" in run(["dvc", "status"], cwd=shared.project).stdout
-    run(["snakemake", "--touch", "--forceall", "--cores", "1", "all"], cwd=shared.project)
+    run(["python", "-m", "pipeline", "pull"], cwd=shared.project, env=shared.env)
     dry = run(["snakemake", "-n", "all"], cwd=shared.project)
     assert "Nothing to be done" in dry.stdout + dry.stderr

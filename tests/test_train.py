@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline import device
-from tests.conftest import assert_nothing_lost, run
+from tests.conftest import assert_nothing_lost, layout, run
 
 paddle = device.import_paddle()
 
@@ -35,23 +35,24 @@ def test_thread_count_never_exceeds_the_cores(monkeypatch):
     assert device.configure_threads() == device.available_cores()
 
 
-def epoch_rows(project, run_name):
-    with open(project / f"runs/train/{run_name}/epochs.csv") as f:
+def epoch_rows(project, where, run_name):
+    with open(project / where.train_epochs(run_name)) as f:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
 def test_cpu_training_is_repeatable(project):
     ci = ["--set", "profile=ci", "--set", "epochs=2", "--set", "batch_size=16"]
-    run(["python", "-m", "pipeline", "data", *ci], cwd=project)
+    where = layout(project, *ci)
+    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
     results = []
     for _ in range(2):
         run(["python", "-m", "pipeline", "train", "alexnet-na-blog-s42", *ci], cwd=project)
-        weights = paddle.load(str(project / "runs/checkpoints/alexnet-na-blog-s42/final.pdparams"))
-        results.append((epoch_rows(project, "alexnet-na-blog-s42"), {k: v.numpy() for k, v in weights.items()}))
+        weights = paddle.load(str(project / where.checkpoints("alexnet-na-blog-s42") / "final.pdparams"))
+        results.append((epoch_rows(project, where, "alexnet-na-blog-s42"), {k: v.numpy() for k, v in weights.items()}))
     (rows_a, weights_a), (rows_b, weights_b) = results
     assert rows_a == rows_b and len(rows_a) == 2
     assert all(np.array_equal(weights_a[k], weights_b[k]) for k in weights_a)
-    steps = (project / "runs/train/alexnet-na-blog-s42/steps.csv").read_text().splitlines()
+    steps = (project / where.train_steps("alexnet-na-blog-s42")).read_text().splitlines()
     assert steps[0] == "step,epoch,loss" and steps[1].startswith("0,1,") and steps[2].startswith("10,1,")
 
 
@@ -78,16 +79,18 @@ def test_killed_training_resumes_to_the_same_result(project):
     name = "alexnet-na-blog-s42"
     args = ["python", "-m", "pipeline", "train", name, "--set", "profile=ci", "--set", "epochs=3",
             "--set", "batch_size=16", "--set", "train_subset=512"]
-    run(["python", "-m", "pipeline", "data", "--set", "profile=ci"], cwd=project)
+    where = layout(project, *args)
+    run(["python", "-m", "pipeline", "data", "alexnet", "--set", "profile=ci"], cwd=project)
     run(args, cwd=project)
-    reference = (epoch_rows(project, name), paddle.load(str(project / f"runs/checkpoints/{name}/final.pdparams")))
-    assert not (project / f"runs/resume/{name}").exists()  # cleaned up after a complete run
-    for output in (project / f"runs/checkpoints/{name}", project / f"runs/train/{name}"):
+    final = project / where.checkpoints(name) / "final.pdparams"
+    reference = (epoch_rows(project, where, name), paddle.load(str(final)))
+    assert not (project / where.resume_dir(name)).exists()  # cleaned up after a complete run
+    for output in (project / where.checkpoints(name), project / where.train_logs / name):
         shutil.rmtree(output)
 
     proc = subprocess.Popen(args, cwd=project, env=command_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    state = project / f"runs/resume/{name}/state.pdckpt"
+    state = project / where.resume_dir(name) / "state.pdckpt"
     deadline = time.time() + 120
     while not state.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -96,11 +99,11 @@ def test_killed_training_resumes_to_the_same_result(project):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
     # no output looks complete
-    assert_nothing_lost(project / f"runs/checkpoints/{name}", project / f"runs/train/{name}/summary.json")
+    assert_nothing_lost(project / where.checkpoints(name), project / where.train_summary(name))
 
     resumed = run(args, cwd=project)
     assert "resuming after epoch" in resumed.stdout
-    rows, weights = epoch_rows(project, name), paddle.load(str(project / f"runs/checkpoints/{name}/final.pdparams"))
+    rows, weights = epoch_rows(project, where, name), paddle.load(str(final))
     assert rows == reference[0]
     assert all(np.array_equal(weights[k].numpy(), reference[1][k].numpy()) for k in weights)
 
@@ -108,10 +111,10 @@ def test_killed_training_resumes_to_the_same_result(project):
 @pytest.mark.faults
 def test_evaluate_refuses_a_checkpoint_changed_after_training(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
-    run(["python", "-m", "pipeline", "data", *ci], cwd=project)
+    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
     run(["python", "-m", "pipeline", "train", "alexnet-none-s42", *ci], cwd=project)
     run(["python", "-m", "pipeline", "evaluate", "alexnet-none-s42", *ci], cwd=project)
-    with open(project / "runs/checkpoints/alexnet-none-s42/best.pdparams", "ab") as f:
+    with open(project / layout(project, *ci).checkpoints("alexnet-none-s42") / "best.pdparams", "ab") as f:
         f.write(b"\0")
     proc = run(["python", "-m", "pipeline", "evaluate", "alexnet-none-s42", *ci], cwd=project, check=False)
     assert proc.returncode == 1
@@ -121,20 +124,22 @@ def test_evaluate_refuses_a_checkpoint_changed_after_training(project):
 @pytest.mark.faults
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_epoch(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
-    run(["python", "-m", "pipeline", "data", *ci], cwd=project)
+    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
+    where = layout(project, *ci, "lr=.inf")
     # An infinite lr makes every weight non-finite after the first step, whatever the data order
     # (a merely huge one can saturate into a finite loss for some batches).
     proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", *ci, "--set", "lr=.inf"], cwd=project,
                check=False)
     assert proc.returncode == 1
     assert re.search(r"error: alexnet-none-s42: loss became (nan|inf) at step \d+ \(epoch 1\)", proc.stderr)
-    assert_nothing_lost(project / "runs/checkpoints/alexnet-none-s42", project / "runs/train/alexnet-none-s42")
+    run_name = "alexnet-none-s42"
+    assert_nothing_lost(project / where.checkpoints(run_name), project / where.train_logs / run_name)
 
 
 @pytest.mark.faults
 def test_training_without_prepared_data_says_what_to_run(project):
     proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42"], cwd=project, check=False)
-    assert proc.returncode == 1 and "data/prepared/digits.npz is missing; run the data stage first" in proc.stderr
+    assert proc.returncode == 1 and "data/prepared/demo/alexnet.npz is missing; run the data stage first" in proc.stderr
 
 
 GPU_SETTINGS = {"image_size": 32, "batch_size": 8, "num_workers": 2, "prefetch_batches": 3, "pin_memory": True,

@@ -1,0 +1,42 @@
+# Set-up shared by the rules: the checked config, this configuration's paths and the commands'
+# --set options. Paths, the code each stage depends on and the settings it tracks all come from
+# pipeline/ (paths.py, deps.py, config.py), the same place dvc.yaml is generated from.
+
+import shlex
+import sys
+
+from pipeline import config as cfg
+from pipeline import deps, device, paths, sync
+
+config.update(cfg.typed_snakemake_config(config))
+try:
+    cfg.validate(config, source="params.yaml with --config")
+    SETTINGS = cfg.profile_settings(config)
+except cfg.ConfigError as exc:
+    sys.exit(f"error: {exc}")
+
+LAYOUT = paths.layout(config)  # this configuration's folders: results of others stay untouched
+RUNS = cfg.runs(config)
+# --config values that differ from params.yaml reach every command as --set key=value. The data
+# stage's output is shared by all configurations of a profile, so it gets only what can change it.
+OVERRIDES = cfg.cli_overrides(config)
+# GPUs an evaluation holds; a training job holds devices_per_job of them (rules/train.smk).
+GPUS_PER_JOB = device.gpus_per_job(SETTINGS, devices=1)
+
+
+def set_options(overrides):
+    """--set options for a shell command, braces escaped from Snakemake's formatting."""
+    return "".join(f" --set {shlex.quote(o)}" for o in overrides).replace("{", "{{").replace("}", "}}")
+
+
+SET = set_options(OVERRIDES)
+DATA_SET = set_options(o for o in OVERRIDES if o.split("=")[0] in ("profile", "download"))
+
+
+def run_arch(wildcards):
+    return cfg.run_settings(config, wildcards.run)["arch"]
+
+
+wildcard_constraints:
+    run="|".join(RUNS),
+    arch="|".join(config["archs"]),

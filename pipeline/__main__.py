@@ -51,11 +51,18 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def claim_gpus(stage: str, settings: dict) -> None:
+    """A job on GPUs takes device ids no other job holds, before Paddle sees any (gpu_locks.py);
+    a data-parallel training takes all of its workers' (they inherit them)."""
+    from pipeline import gpu_locks
+
+    # With the CPU build installed, the stage itself says which build to install.
+    if device.wants_gpu(settings["device"]) and device.GPU_BUILD in device.paddle_builds():
+        gpu_locks.claim(settings["devices_per_job"] if stage == "train" else 1)
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.stage in NEEDS_PADDLE:
-        device.import_paddle()  # fixes the thread count first
-
     from pipeline import PipelineError, config, logs, paths
 
     module, target_name, _ = STAGES[args.stage]
@@ -63,7 +70,12 @@ def main(argv=None) -> int:
     overrides = args.set + ([f"profile={args.profile}"] if getattr(args, "profile", None) else [])
     options = {k: v for k, v in vars(args).items() if k not in ("stage", "set", "profile", target_name)}
     try:
+        device.check_paddle_build()
         params = config.load(overrides)
+        if args.stage in ("train", "evaluate") and not device.launched_worker():
+            claim_gpus(args.stage, config.run_settings(params, *targets))
+        if args.stage in NEEDS_PADDLE:
+            device.import_paddle()  # fixes the thread count first
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

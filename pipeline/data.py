@@ -146,11 +146,13 @@ def fetch_archive(dataset: str, download: dict) -> Path:
 
 
 class _CifarUnpickler(pickle.Unpickler):
-    """Only what the official CIFAR pickles need; anything else is refused, not executed."""
+    """Only what the official CIFAR pickles need; anything else is refused, not executed.
+    `_codecs.encode` only turns a str into bytes: a copy re-packed by Python 3 with pickle
+    protocol 2 stores every bytes object through it."""
 
     ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
     })
 
     def find_class(self, module, name):
@@ -165,7 +167,12 @@ def _read_member(tar: tarfile.TarFile, member: str, archive: Path) -> dict:
         obj = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except (KeyError, AttributeError):
         raise DataError(f"{archive} has no {member}; it is not an official CIFAR python archive") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "refusing to load" in str(exc):  # readable, but it asks to run code: a re-pack, not a broken download
+            raise DataError(f"{archive}: {member} {exc}; it is not an official CIFAR archive, whatever its md5: "
+                            f"use the official one ({OFFICIAL_BASE_URL})") from None
+        raise DataError(f"{archive}: cannot read {member} ({exc}); delete the archive and fetch it again") from None
+    except (EOFError, ValueError) as exc:
         raise DataError(f"{archive}: cannot read {member} ({exc}); delete the archive and fetch it again") from None
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 

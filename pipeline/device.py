@@ -29,6 +29,42 @@ class DeviceError(PipelineError):
     """The requested device is not available; the message says how to choose another."""
 
 
+# The one Paddle release the project pins, as a CPU build (PyPI: pip install -e ".[cpu]") or a
+# GPU build from Paddle's own index, one per CUDA version (README, "The paper profile").
+PADDLE_VERSION = "3.3.1"
+PADDLE_GPU_INDEX = "https://www.paddlepaddle.org.cn/packages/stable/cu126/"
+CPU_BUILD, GPU_BUILD = "paddlepaddle", "paddlepaddle-gpu"
+INSTALL_GPU = (f"pip install {GPU_BUILD}=={PADDLE_VERSION} -i {PADDLE_GPU_INDEX} "
+               "(cu118 or cu129 for other CUDA versions)")
+INSTALL_CPU = 'pip install -e ".[cpu]"'
+
+
+def paddle_builds() -> dict[str, str]:
+    """The Paddle distributions installed, name -> version. Both install the same paddle/ folder,
+    and pip treats them as unrelated, so having both means one overwrote the other's files."""
+    from importlib import metadata
+
+    found = {}
+    for name in (CPU_BUILD, GPU_BUILD):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def check_paddle_build() -> None:
+    """Exactly one Paddle build must be installed; else one line says what to remove and install."""
+    builds = paddle_builds()
+    if not builds:
+        raise DeviceError(f"PaddlePaddle is not installed: {INSTALL_CPU} on a CPU, or on a CUDA machine {INSTALL_GPU}")
+    if len(builds) > 1:
+        raise DeviceError(
+            f"both {CPU_BUILD} {builds[CPU_BUILD]} and {GPU_BUILD} {builds[GPU_BUILD]} are installed, over one "
+            f"paddle/ folder: pip uninstall -y {CPU_BUILD} {GPU_BUILD}, then on a CUDA machine {INSTALL_GPU}, "
+            f"or on a CPU {INSTALL_CPU}")
+
+
 def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -97,10 +133,17 @@ def select(setting: str, count: int = 1) -> str:
 def resolve(setting: str, count: int = 1) -> str:
     """"cpu" or "gpu" for `setting` (auto | cpu | gpu), checking that a GPU job finds `count`
     GPUs; unlike `select`, it leaves Paddle's device alone (a launching process holds none)."""
+    import paddle
+
     gpus = gpu_count()
+    if setting == "gpu" and not paddle.is_compiled_with_cuda():
+        raise DeviceError(
+            f"this profile trains on a GPU, but the CPU build of Paddle is installed: pip uninstall -y {CPU_BUILD}, "
+            f"then {INSTALL_GPU}. To train on the CPU anyway: --config device=cpu (Snakemake) or -S device=cpu (DVC)")
     if setting == "gpu" and not gpus:
         raise DeviceError(
-            "no GPU found (this profile trains on a GPU; install paddlepaddle-gpu on a CUDA machine). "
+            "no GPU found (this profile trains on a GPU; the GPU build of Paddle is installed but sees no device: "
+            "check nvidia-smi and CUDA_VISIBLE_DEVICES). "
             "To train on the CPU anyway, override the device: --config device=cpu (Snakemake) or -S device=cpu (DVC)"
         )
     device = "gpu" if setting == "gpu" or (setting == "auto" and gpus) else "cpu"

@@ -1,12 +1,14 @@
 """Stage `evaluate`: the best checkpoint on the validation set.
 
 Writes val loss/accuracy, parameter counts, inference throughput and the predictions for the
-first 18 validation images. Val loss/accuracy and throughput come from one pass over the whole
-validation set through the Paddle Inference predictor (pipeline/inference.py: oneDNN on the CPU),
-in batches of `eval_batch_size` after `throughput_warmup` untimed batches and one untimed batch of
-the last batch's size: the predictor's copy of each already-normalised batch in, its forward and
-the copy of the logits out. (The post timed its whole DataLoader loop, decoding and transforms
-included, on a V100.) The prediction grid and the attention diagnostics run the eager model.
+first 18 validation images. The predictor is first checked against the eager model on one
+batch (inference.check_against_eager), on whatever device it runs. Val loss/accuracy and
+throughput come from one pass over the whole validation set through the Paddle Inference
+predictor (pipeline/inference.py: oneDNN on the CPU), in batches of `eval_batch_size` after
+`throughput_warmup` untimed batches and one untimed batch of the last batch's size: the
+predictor's copy of each already-normalised batch in, its forward and the copy of the logits
+out. (The post timed its whole DataLoader loop, decoding and transforms included, on a V100.)
+The prediction grid and the attention diagnostics run the eager model.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def main(params: dict, run: str) -> None:
     model.eval()
     predict = inference.compile_model(model, s["image_size"], dev)
     warmup_batch = images.test_batch(val_x[: s["eval_batch_size"]], s["image_size"])
+    checked = inference.check_against_eager(model, predict, warmup_batch, s["attention"], inference.ENGINE[dev])
     for _ in range(s["throughput_warmup"]):  # first-call allocations and kernel selection stay untimed
         predict(warmup_batch)
     predict(warmup_batch[: len(val_y) % s["eval_batch_size"] or None])  # oneDNN prepares kernels per batch shape
@@ -104,7 +107,7 @@ def main(params: dict, run: str) -> None:
     atomic.write_json(layout.evaluation(run), {
         "val_acc": val_acc, "val_loss": val_loss, "val_images": len(val_y),
         "throughput_img_s": round(img_per_s, 1), "throughput_batch": s["eval_batch_size"],
-        "inference": inference.ENGINE[dev],
+        "inference": inference.ENGINE[dev], "predictor_check": checked,
         "device": device.describe(dev), "params": count_parameters(model),
         "seconds": round(time.perf_counter() - started, 2),  # the whole stage, for the report's provenance.json
     })

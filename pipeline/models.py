@@ -20,7 +20,25 @@ def _scalar(layer: nn.Layer, value: float):
     return layer.create_parameter([1], default_initializer=nn.initializer.Constant(value))
 
 
-class NABlog(nn.Layer):
+class Attention(nn.Layer):
+    """Every attention module computes (`compute`) in float32 whatever autocast says, and hands
+    back the input's dtype. Under bf16 or fp16 autocast the context, softmax, normalisation and
+    gate thus stay float32 by construction, not because Paddle's O1 lists happen to keep `mean`
+    or `softmax` there: na-blog's output is rounding noise, so the precision of that noise is
+    what it computes."""
+
+    def forward(self, x):
+        if not paddle.in_dynamic_mode():  # an exported (static) model has no autocast to escape
+            return self.compute(x)
+        with paddle.amp.auto_cast(enable=False):
+            y = self.compute(x if x.dtype == paddle.float32 else x.astype("float32"))
+        return y if y.dtype == x.dtype else y.astype(x.dtype)
+
+    def compute(self, x):
+        raise NotImplementedError
+
+
+class NABlog(Attention):
     """NA exactly as the blog post computes it (REFERENCE.md, "na-blog").
 
     The op sequence is kept on purpose: step 3 sums a softmax, so `g` is 1 up to float
@@ -39,7 +57,7 @@ class NABlog(nn.Layer):
         b, c, _, _ = g.shape
         return paddle.sum(nn.functional.softmax(g.reshape((b, c, -1)), axis=2), axis=2)
 
-    def forward(self, x):
+    def compute(self, x):
         g = self.context(x).unsqueeze([2, 3])  # same kernels as the post's keepdim sum + reshape
         mean = paddle.mean(g, axis=1, keepdim=True)
         std = paddle.std(g, axis=1, keepdim=True) + 1e-5
@@ -47,7 +65,7 @@ class NABlog(nn.Layer):
         return x * nn.functional.sigmoid(g)
 
 
-class PooledNA(nn.Layer):
+class PooledNA(Attention):
     """Softmax-weighted pooling of x over positions, normalised over channels, as a channel gate.
 
     Subclasses give the per-position score whose softmax weights the pooling. gamma starts at
@@ -82,7 +100,7 @@ class PooledNA(nn.Layer):
         weights = nn.functional.softmax(self.scores(flat), axis=1)
         return paddle.bmm(flat, weights.unsqueeze(2)).squeeze(2)
 
-    def forward(self, x):
+    def compute(self, x):
         if fused.applies(x):  # the same computation, fused for the CPU (pipeline/fused.py)
             return fused.PooledNAFunction.apply(x, self.gamma, self.beta, self.l1_score)
         return self.composed(x)
@@ -114,14 +132,14 @@ class NAPaper(PooledNA):
         return self.channel_sum(paddle.abs(flat - flat.mean(axis=2, keepdim=True)), -1.0)
 
 
-class Gate(nn.Layer):
+class Gate(Attention):
     """The control: y = x * sigmoid(beta), one learned scalar; what na-blog reduces to."""
 
     def __init__(self):
         super().__init__()
         self.beta = _scalar(self, 0.0)
 
-    def forward(self, x):
+    def compute(self, x):
         return x * nn.functional.sigmoid(self.beta)
 
 

@@ -48,6 +48,13 @@ def versions_text(versions: dict) -> str:
     return ", ".join(f"{k} {v or 'not installed'}" for k, v in named.items())
 
 
+def precision(summary: dict) -> str:
+    """What a run trained in, and what it asked for when that differs (amp on a CPU, or bf16 that
+    Paddle turned off on a GPU without it)."""
+    asked, got = summary["amp"], summary["precision"]
+    return got if asked == got else f"{got} (amp={asked} asked)"
+
+
 def image_tag(path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
@@ -165,7 +172,7 @@ def main(params: dict) -> None:
     run_rows = "".join(
         f"<tr><td>{r['run']}</td><td>{r['train']['dataset']}</td><td>{r['train']['image_size']}</td>"
         f"<td>{r['train']['train_images']:,}</td><td>{r['train']['val_images']:,}</td><td>{r['train']['epochs']}</td>"
-        f"<td>{r['train']['best_epoch']}</td><td>{r['eval']['val_acc']:.4f}</td>"
+        f"<td>{r['train']['best_epoch']}</td><td>{precision(r['train'])}</td><td>{r['eval']['val_acc']:.4f}</td>"
         f"<td>{r['eval']['throughput_img_s']:,.0f}</td><td>{r['train']['seconds']:,.0f}</td></tr>"
         for r in loaded
     )
@@ -216,7 +223,7 @@ gamma and beta, and the gate values.</p>
 
 <h2>Runs</h2>
 <table><tr><th>run</th><th>data</th><th>px</th><th>train images</th><th>val images</th><th>epochs</th>
-<th>best epoch</th><th>val acc</th><th>img/s</th><th>train seconds</th></tr>{run_rows}</table>
+<th>best epoch</th><th>trained in</th><th>val acc</th><th>img/s</th><th>train seconds</th></tr>{run_rows}</table>
 
 <h2>How this maps to the post</h2>
 <ul>

@@ -33,6 +33,8 @@ from pipeline import PipelineError, atomic, config, device, images, paths
 from pipeline.data import load_prepared
 from pipeline.models import build_model, count_parameters
 
+PRECISION = {paddle.float32: "fp32", paddle.bfloat16: "bf16", paddle.float16: "fp16"}
+
 
 class TrainingError(PipelineError):
     """Training cannot go on; the message says why and what to change."""
@@ -50,18 +52,47 @@ def schedule_length(train_images: int, batch_size: int, epochs: int) -> int:
     return train_images // batch_size * epochs
 
 
-def evaluate(model, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_size: int, smoothing: float):
-    """Sample-weighted mean loss and accuracy over a whole split, in eval mode, without gradients
-    (the per-epoch validation; the evaluate stage uses the faster predictor)."""
+def validation_batches(images_u8: np.ndarray, labels: np.ndarray, size: int, batch_size: int) -> list:
+    """The validation split resized and normalised once per run, as tensors on Paddle's device
+    (10,000 images at 128 px take 2 GB there), instead of again on the CPU every epoch."""
+    return [(paddle.to_tensor(x), paddle.to_tensor(y)) for x, y in images.test_batches(images_u8, labels, size,
+                                                                                          batch_size)]
+
+
+def evaluate(model, batches: list, smoothing: float):
+    """Sample-weighted mean loss and accuracy over `validation_batches`, in eval mode, without
+    gradients and with one read back from the device (the per-epoch validation; the evaluate
+    stage uses the faster predictor)."""
     model.eval()
-    total_loss, correct = 0.0, 0
+    losses, correct = [], paddle.zeros([], "int64")
     with paddle.no_grad():
-        for x, y in images.test_batches(images_u8, labels, size, batch_size):
-            logits = model(paddle.to_tensor(x))
-            y = paddle.to_tensor(y)
-            total_loss += float(smoothed_cross_entropy(logits, y, smoothing)) * len(y)
-            correct += int((logits.argmax(axis=-1) == y).sum())
-    return total_loss / len(labels), correct / len(labels)
+        for x, y in batches:
+            logits = model(x)
+            losses.append(smoothed_cross_entropy(logits, y, smoothing))
+            correct += (logits.argmax(axis=-1) == y).sum()
+    values = paddle.stack(losses).numpy()
+    total_loss = sum(float(v) * len(y) for v, (_, y) in zip(values, batches, strict=True))
+    count = sum(len(y) for _, y in batches)
+    return total_loss / count, int(correct) / count
+
+
+def read_losses(window: list, log_every: int, world: int, where: str) -> tuple[float, list[dict]]:
+    """The losses of the steps in `window` ((step, loss tensor, batch images) each), read back from
+    the device in one transfer: (their sample-weighted sum, the rows steps.csv logs for them).
+    Raises at the first non-finite one, naming its step."""
+    values = paddle.stack([loss for _, loss, _ in window]).numpy() if window else []
+    total, rows = 0.0, []
+    for (step, _, images_in_batch), value in zip(window, values, strict=True):
+        value = float(value)
+        if not np.isfinite(value):
+            raise TrainingError(f"loss became {value} at step {step} ({where})")
+        if step % log_every == 0:
+            # The global batch's loss: the mean of the workers' equal shares (the one collective
+            # of the step besides the gradients'; nothing on one device).
+            (logged,) = device.all_sum([value / world])
+            rows.append({"step": step, "loss": logged})
+        total += value * images_in_batch
+    return total, rows
 
 
 def mixed_precision(amp: str, dev: str):
@@ -79,10 +110,11 @@ def mixed_precision(amp: str, dev: str):
 
 
 def training_step(model, optimizer, x, y, smoothing: float, autocast, scaler):
-    """Forward under `autocast`, backward (loss-scaled when `scaler`), optimiser step; (logits, loss)."""
+    """Forward under `autocast`, backward (loss-scaled when `scaler`), optimiser step; (logits, loss).
+    The loss is computed from float32 logits outside autocast: float32 by construction."""
     with autocast():
         logits = model(x)
-        loss = smoothed_cross_entropy(logits, y, smoothing)
+    loss = smoothed_cross_entropy(logits if logits.dtype == paddle.float32 else logits.astype("float32"), y, smoothing)
     if scaler is None:
         loss.backward()
         optimizer.step()
@@ -181,6 +213,11 @@ def load_state(path, model, optimizer, scheduler, settings: dict, rank: int = 0)
         if rank == 0:
             print(f"{path}: saved for other settings; starting over")
         return None
+    saved, visible = len(state["rng"][rank]["paddle"]), len(paddle.get_rng_state())
+    if saved != visible:  # Paddle keeps one generator per visible device
+        if rank == 0:
+            print(f"{path}: saved with {saved} visible device(s), {visible} now; starting over")
+        return None
     model.set_state_dict(state["model"])
     optimizer.set_state_dict(state["optimizer"])
     scheduler.set_state_dict(state["scheduler"])
@@ -245,43 +282,44 @@ def main(params: dict, run: str) -> None:
         progress = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0,
                     "step_rows": [], "epoch_rows": []}
     elif lead:
-        print(f"{run}: resuming after epoch {progress['epoch']} from {state_file}")
+        print(f"{run}: resuming after epoch {progress['epoch']} from {state_file}"
+              + (f" (with {s['num_workers']} loader workers the later augmentation is drawn afresh: the same "
+                 "recipe, not the same bits as an uninterrupted run)" if s["num_workers"] else ""))
     started = time.perf_counter() - progress["elapsed"]
     where = device.describe(dev, world)
     if lead:
         print(f"{run}: {s['arch']} + {s['attention']} on {s['dataset']} ({len(train_x)} train, {len(val_x)} val, "
               f"{s['image_size']} px), {s['epochs']} epochs on {where}")
 
+    val_batches = validation_batches(val_x, val_y, s["image_size"], s["eval_batch_size"]) if lead else []
     for epoch in range(progress["epoch"] + 1, s["epochs"] + 1):
         net.train()
         loader.batch_sampler.set_epoch(epoch)
         lr = optimizer.get_lr()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Losses and correct counts stay on the device and are read back once per log_every steps,
+        # so the host queues steps ahead of a GPU instead of waiting for each one.
+        loss_sum, correct, seen, window = 0.0, paddle.zeros([], "int64"), 0, []
         bar = tqdm(loader, desc=f"{run} epoch {epoch}/{s['epochs']}", unit="batch", mininterval=2, leave=False,
                    disable=not lead)
         for x, y in bar:
             logits, loss = training_step(net, optimizer, x, y, s["label_smoothing"], autocast, scaler)
             scheduler.step()
-            loss_value, step = float(loss), progress["step"]
-            if not np.isfinite(loss_value):
-                raise TrainingError(f"{run}: loss became {loss_value} at step {step} (epoch {epoch}); "
-                                    f"the last complete epoch is kept in {state_file}; lower lr and rerun")
-            if step % s["log_every"] == 0:
-                # The global batch's loss: the mean of the workers' equal shares (the one
-                # collective of the step besides the gradients'; nothing on one device).
-                (logged,) = device.all_sum([loss_value / world])
-                progress["step_rows"].append({"step": step, "epoch": epoch, "loss": logged})
-                bar.set_postfix(loss=f"{logged:.3f}")
-            loss_sum += loss_value * len(y)
-            correct += int((logits.argmax(axis=-1) == y).sum())
+            # What the network computed in, as it came out: Paddle turns bf16 off, with a warning,
+            # on GPUs without it, and autocast does nothing on the CPU.
+            progress.setdefault("precision", PRECISION.get(logits.dtype, str(logits.dtype)))
+            window.append((progress["step"], loss.detach(), len(y)))
+            correct += (logits.argmax(axis=-1) == y).sum()
             seen += len(y)
             progress["step"] += 1
-        loss_sum, correct, seen = device.all_sum([loss_sum, correct, seen])  # the epoch over every worker
+            if progress["step"] % s["log_every"] == 0:
+                loss_sum += log_losses(window, s, epoch, world, progress, bar, state_file)
+                window = []
+        loss_sum += log_losses(window, s, epoch, world, progress, bar, state_file)
+        loss_sum, correct, seen = device.all_sum([loss_sum, int(correct), seen])  # the epoch over every worker
         device.average_buffers(model)  # BatchNorm running statistics: one set for validation and saving
         rng = device.gather(rng_state())
         if lead:
-            val_loss, val_acc = evaluate(model, val_x, val_y, s["image_size"], s["eval_batch_size"],
-                                         s["label_smoothing"])
+            val_loss, val_acc = evaluate(model, val_batches, s["label_smoothing"])
             row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - started}
             progress["epoch_rows"].append(row)
@@ -301,6 +339,19 @@ def main(params: dict, run: str) -> None:
     device.barrier()
 
 
+def log_losses(window: list, s: dict, epoch: int, world: int, progress: dict, bar, state_file) -> float:
+    """Read back `window`'s losses (read_losses), record its logged steps; their weighted sum."""
+    try:
+        total, rows = read_losses(window, s["log_every"], world, f"epoch {epoch}")
+    except TrainingError as exc:
+        raise TrainingError(f"{s['run']}: {exc}; the last complete epoch is kept in {state_file}; "
+                            "lower lr and rerun") from None
+    progress["step_rows"] += [{"step": r["step"], "epoch": epoch, "loss": r["loss"]} for r in rows]
+    if rows:
+        bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
+    return total
+
+
 def write_outputs(layout: paths.Layout, run: str, s: dict, model, optimizer, progress: dict, work,
                   train_images: int, val_images: int, where: str) -> None:
     """The run's declared outputs, once it is complete; then its work in progress goes."""
@@ -317,6 +368,7 @@ def write_outputs(layout: paths.Layout, run: str, s: dict, model, optimizer, pro
         "final_val_acc": last["val_acc"], "epochs": s["epochs"], "steps": progress["step"],
         "train_images": train_images, "val_images": val_images, "image_size": s["image_size"],
         "dataset": s["dataset"], "device": where, "seconds": round(last["seconds"], 1),
+        "amp": s["amp"], "precision": progress["precision"],
         "params": count_parameters(model),
         "checkpoint_sha256": {f.name: atomic.digest(f) for f in sorted(layout.checkpoints(run).glob("*.pd*"))},
     })

@@ -35,6 +35,29 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = 
     return proc
 
 
+def planned_jobs(text: str) -> list[dict]:
+    """Every job but `all` that the output of `snakemake -n -p` lists: rule, command, inputs,
+    outputs, resources and reason, as Snakemake prints them."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", text):
+        rule = re.search(r"^(?:local)?rule (\S+):", block, re.M)
+        if not rule or rule.group(1) == "all":
+            continue
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        jobs.append({
+            "rule": rule.group(1), "command": re.search(r"^Shell command: (.*)$", block, re.M).group(1),
+            "inputs": set(fields.get("input", "").split(", ")) - {""}, "outputs": fields["output"].split(", "),
+            "resources": fields.get("resources", ""), "reason": fields.get("reason", ""),
+        })
+    return jobs
+
+
+def snakemake_jobs(project: Path, *args: str) -> dict[str, dict]:
+    """command -> job, for every job of a real dry run (--forceall)."""
+    text = run(["snakemake", "-n", "-p", "--forceall", "all", *args], cwd=project).stdout
+    return {job["command"]: job for job in planned_jobs(text)}
+
+
 def layout(project: Path, *options: str):
     """Where a command run in `project` with these options (`--set`, `key=value`, ...) keeps its results."""
     from pipeline import config, paths

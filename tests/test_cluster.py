@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import copy_project, run
-from tests.test_dag import snakemake_jobs
+from tests.conftest import copy_project, run, snakemake_jobs
 
 
 def resources(job: dict) -> dict[str, str]:

@@ -5,31 +5,11 @@ dvc.yaml may name a folder (runs/<profile>/train) where Snakemake lists the run 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run
-
-
-def snakemake_jobs(project: Path, *args: str) -> dict[str, dict]:
-    """command -> {rule, inputs, outputs, resources} from a real dry run."""
-    text = run(["snakemake", "-n", "-p", "--forceall", "all", *args], cwd=project).stdout
-    jobs = {}
-    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", text):
-        rule = re.search(r"^(?:local)?rule (\S+):", block, re.M)
-        if not rule or rule.group(1) == "all":
-            continue
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-        command = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
-        jobs[command] = {
-            "rule": rule.group(1),
-            "inputs": set(fields.get("input", "").split(", ")) - {""},
-            "outputs": set(fields["output"].split(", ")),
-            "resources": fields.get("resources", ""),
-        }
-    return jobs
+from tests.conftest import run, snakemake_jobs
 
 
 def dvc_stages(project: Path) -> dict[str, dict]:

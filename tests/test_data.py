@@ -113,9 +113,19 @@ def test_restricted_unpickler_refuses_code(tmp_path):
         info = tarfile.TarInfo("cifar-10-batches-py/batches.meta")
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
-    with pytest.raises(data.DataError, match="refusing to load"):
+    with pytest.raises(data.DataError, match=r"refusing to load io\.open") as err:
         data.read_cifar("cifar10", archive)
     assert not (tmp_path / "pwned").exists()
+    assert "not an official CIFAR archive, whatever its md5" in str(err.value)
+    assert "fetch it again" not in str(err.value)  # downloading the same file again would not help
+
+
+def test_an_archive_repacked_with_pickle_protocol_2_reads_as_the_original(tmp_path):
+    original = data.read_cifar("cifar10", cifar_archives.cifar10(tmp_path / "a" / "cifar-10-python.tar.gz"))
+    repacked = data.read_cifar("cifar10", cifar_archives.cifar10(tmp_path / "b" / "cifar-10-python.tar.gz",
+                                                                 protocol=2))
+    assert original.keys() == repacked.keys()
+    assert all(np.array_equal(original[k], repacked[k]) for k in original)
 
 
 def test_data_stage_writes_prepared_arrays(project, http_server, no_internet):

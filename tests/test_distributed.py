@@ -87,8 +87,7 @@ def test_training_jobs_ask_snakemake_for_their_gpus(monkeypatch):
 
 
 def test_paper_dry_run_reserves_devices_per_job_gpus_per_training(tmp_path):
-    from tests.conftest import copy_project
-    from tests.test_dag import snakemake_jobs
+    from tests.conftest import copy_project, snakemake_jobs
 
     project = copy_project(tmp_path / "project")
     jobs = snakemake_jobs(project, "--config", "profile=paper", "devices_per_job=2", "seeds=[42]")

@@ -113,6 +113,7 @@ def test_training_logged_what_the_post_logs(built):
     summary = json.loads((built / "runs/ci/train/resnet18-na-blog-s42/summary.json").read_text())
     assert summary["train_images"] == 256 and summary["val_images"] == 128
     assert summary["device"] == "CPU (1 thread)"  # the ci profile's train_threads, through Snakemake
+    assert summary["amp"] == summary["precision"] == "fp32"
     header = (built / "runs/ci/train/resnet18-na-blog-s42/epochs.csv").read_text().splitlines()[0]
     assert header == "epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds"
     for run_name in RUNS:
@@ -169,6 +170,7 @@ def test_benchmark_runs_and_the_report_shows_it(built):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert set(result["na_overhead"]) == {"na-blog", "na-official", "na-paper", "gate"}
     assert len(result["training"]) == 4 * 5 and "| eval_speedup" in out
+    assert result["host_device"]["val_seconds_prepared_once"] > 0 and "read back every step" in out
     run(["python", "-m", "pipeline", "report"], cwd=built)
     page = (built / "reports/ci/index.html").read_text()
     assert "Appendix: benchmark" in page and f"<td>{result['eval_speedup']}x</td>" in page

@@ -12,7 +12,7 @@ paddle = device.import_paddle()
 
 from pipeline import images, inference  # noqa: E402
 from pipeline.models import NABlog, PooledNA, build_model  # noqa: E402
-from pipeline.train import evaluate  # noqa: E402
+from pipeline.train import evaluate, validation_batches  # noqa: E402
 
 IMAGES = 300  # two full batches of 128 and a partial one
 
@@ -72,8 +72,29 @@ def test_na_blog_exports(digits):
 
 def test_whole_split_evaluation_matches_eager(digits):
     model = trained_looking("resnet18", "none", 32)
-    eager_loss, eager_acc = evaluate(model, *digits, 32, 128, 0.1)
+    eager_loss, eager_acc = evaluate(model, validation_batches(*digits, 32, 128), 0.1)
     loss, acc, seconds = inference.evaluate(inference.compile_model(model, 32, "cpu"), *digits, 32, 128, 0.1)
     assert acc == eager_acc
     assert loss == pytest.approx(eager_loss, rel=1e-6)
     assert seconds > 0
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("attention", ["none", "na-blog"])
+def test_the_evaluate_stages_self_check_passes_the_predictor_and_refuses_a_wrong_one(digits, attention):
+    model = trained_looking("alexnet", attention, 64)
+    predict = inference.compile_model(model, 64, "cpu")
+    batch = images.test_batch(digits[0][:32], 64)
+    checked = inference.check_against_eager(model, predict, batch, attention, "onednn")
+    assert checked["max_logit_diff"] <= checked["tolerance"] == inference.LOGIT_TOLERANCE.get(attention, 1e-3)
+
+    def broken(x):  # as a graph pass that drops part of the model would: one class's logit moves
+        logits = predict(x)
+        logits[:, 3] += 1.0
+        return logits
+
+    with pytest.raises(inference.PredictorMismatch) as err:
+        inference.check_against_eager(model, broken, batch, attention, "onednn")
+    message = str(err.value)
+    assert "logits differ by up to 1" in message and f"allowed {checked['tolerance']:g}" in message
+    assert "\n" not in message

@@ -9,7 +9,7 @@ from pipeline import device
 
 paddle = device.import_paddle()
 
-from pipeline.models import NABlog, build_model, count_parameters  # noqa: E402
+from pipeline.models import ATTENTIONS, NABlog, build_model, count_parameters  # noqa: E402
 
 POST_COUNTS = {("alexnet", "none"): 7_524_042, ("alexnet", "na-blog"): 7_524_052,
                ("resnet18", "none"): 11_237_412, ("resnet18", "na-blog"): 11_237_428}
@@ -185,3 +185,62 @@ def test_flops_count_every_conv_and_linear_and_the_attention():
     conv_outputs = 48 * 32 * 32 + 128 * 15 * 15 + (192 + 192 + 128) * 7 * 7  # what each NA layer sees
     assert counts["na-blog"]["attention"] == 11 * conv_outputs
     assert 0 < counts["na-official"]["attention"] < counts["na-blog"]["attention"]
+
+
+# ---- mixed precision: every attention variant computes in float32 by construction -------------
+ATTENTION_LAYERS = [a for a in ATTENTIONS if a != "none"]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name", ATTENTION_LAYERS)
+def test_attention_on_low_precision_input_is_the_float32_computation_cast_back(name, dtype):
+    from pipeline.models import make_attention
+
+    layer = make_attention(name)
+    for p in layer.parameters():  # away from the initial values, where some variants are constant
+        p.set_value(np.array([0.7], np.float32))
+    x = paddle.randn([2, 8, 6, 6]).astype(dtype)
+    y = layer(x)
+    assert y.dtype == x.dtype
+    expected = layer(x.astype("float32")).astype(dtype)
+    np.testing.assert_array_equal(y.astype("float32").numpy(), expected.astype("float32").numpy())
+
+
+@pytest.mark.parametrize("name", ATTENTION_LAYERS)
+def test_attention_computes_with_autocast_off_inside_an_autocast_region(name):
+    """The GPU's O1 autocast, simulated: Paddle turns autocast off on the CPU, so the tracer's AMP
+    level is set as auto_cast sets it on a GPU. Inside the module it must be off (every op of the
+    context, softmax, normalisation and gate in float32), and on again after it."""
+    from paddle.base import core, framework
+
+    from pipeline.models import make_attention
+
+    layer, seen = make_attention(name), []
+    compute = layer.compute
+    layer.compute = lambda x: (seen.append((framework._dygraph_tracer()._amp_level, x.dtype)), compute(x))[1]
+    tracer = framework._dygraph_tracer()
+    tracer._amp_level = core.AmpLevel.O1
+    try:
+        layer(paddle.randn([2, 8, 6, 6]).astype("float16"))
+        after = tracer._amp_level
+    finally:
+        tracer._amp_level = core.AmpLevel.O0
+    assert seen == [(core.AmpLevel.O0, paddle.float32)] and after == core.AmpLevel.O1
+
+
+def test_the_loss_is_computed_in_float32_from_low_precision_logits():
+    from pipeline.train import training_step
+
+    class Half(paddle.nn.Layer):  # a network whose logits come out in bf16, as under autocast
+        def __init__(self):
+            super().__init__()
+            self.fc = paddle.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x).astype("bfloat16")
+
+    model = Half()
+    optimizer = paddle.optimizer.SGD(parameters=model.parameters())
+    logits, loss = training_step(model, optimizer, paddle.randn([5, 4]), paddle.to_tensor([0, 1, 2, 0, 1]), 0.1,
+                                 paddle.amp.auto_cast, None)
+    assert logits.dtype == paddle.bfloat16 and loss.dtype == paddle.float32

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from pipeline import config, deps, paths
-from tests.conftest import copy_project, run
+from tests.conftest import copy_project, planned_jobs, run
 
 pytestmark = pytest.mark.e2e
 RUNS = ["alexnet-none-s42", "alexnet-na-blog-s42"]
@@ -79,18 +79,8 @@ def _dry_run(project: Path, *args: str) -> dict[str, dict] | None:
     if proc.returncode and "MissingInputException" in proc.stdout + proc.stderr:
         return None
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    text = proc.stdout
-    jobs = {}
-    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", text):
-        rule = re.search(r"^(?:local)?rule (\S+):", block, re.M)
-        if not rule or rule.group(1) == "all":
-            continue
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-        command = re.search(r"^Shell command: python -m pipeline (.*)$", block, re.M).group(1)
-        jobs[re.sub(r" --set \S+", "", command)] = {
-            "rule": rule.group(1), "inputs": set(fields.get("input", "").split(", ")),
-            "outputs": fields["output"].split(", "), "reason": fields["reason"]}
-    return jobs
+    return {re.sub(r" --set \S+", "", job["command"]).removeprefix("python -m pipeline "): job
+            for job in planned_jobs(proc.stdout)}
 
 
 def _own_reason(job: dict) -> bool:
@@ -247,6 +237,8 @@ def test_another_configuration_and_back_rebuilds_nothing_and_keeps_every_byte(bu
                                                     path=project / "params.yaml"))
     assert other.configuration.startswith("ci-") and (project / other.report).exists(), out
     assert json.loads((project / other.train_summary(RUNS[0])).read_text())["epochs"] == 2
+    assert f"{other.configuration} (overrides: epochs=2)" in (project / other.report).read_text()
+    assert "ci (params.yaml as it is)" in (project / built.layout.report).read_text()
     # DVC: another profile, built by `dvc repro`, then back by editing params.yaml.
     edit = set_param(project, "profile", "demo")
     run(["dvc", "repro"], cwd=project)

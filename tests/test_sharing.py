@@ -108,7 +108,8 @@ def test_pull_refuses_to_record_results_that_do_not_match_the_code(shared):
         f.write("\n# changed\n")
     proc = run(["python", "-m", "pipeline", "pull"], cwd=clone, env=shared.env, check=False)
     last = proc.stderr.strip().splitlines()[-1]  # dvc pull's own output comes before it
-    assert proc.returncode == 1 and last.startswith("error: DVC is not clean after the pull (train@ci-alexnet-")
+    assert proc.returncode == 1 and last.startswith("error: DVC is not clean after the pull (")
+    assert "train@ci-alexnet-none-42" in last and "nothing was recorded for Snakemake" in last
     assert not (clone / ".snakemake/metadata").exists()  # nothing recorded for Snakemake
 
 

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline import device
+from pipeline import device, images
 from tests.conftest import assert_nothing_lost, layout, run
 
 paddle = device.import_paddle()
@@ -62,7 +62,10 @@ def test_paper_profile_refuses_to_train_without_gpu(project):
     proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", "--set", "profile=paper"],
                cwd=project, check=False)
     assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("error: no GPU found") and "device=cpu" in proc.stderr
+    assert proc.stderr.strip().startswith("error: this profile trains on a GPU, but the CPU build of Paddle is "
+                                          "installed: pip uninstall -y paddlepaddle, then pip install "
+                                          "paddlepaddle-gpu==3.3.1 -i https://www.paddlepaddle.org.cn/packages/")
+    assert "device=cpu" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (project / "runs").exists()
 
@@ -106,6 +109,72 @@ def test_killed_training_resumes_to_the_same_result(project):
     rows, weights = epoch_rows(project, where, name), paddle.load(str(final))
     assert rows == reference[0]
     assert all(np.array_equal(weights[k].numpy(), reference[1][k].numpy()) for k in weights)
+
+
+def test_reading_losses_back_once_per_log_every_steps_gives_the_per_step_figures():
+    """The training loop reads the device once per log_every steps; the epoch's loss sum, logged
+    rows and correct count equal what reading every step gave, to the bit."""
+    from pipeline.models import build_model
+    from pipeline.train import read_losses, training_step
+
+    rng = np.random.default_rng(0)
+    batches = [(paddle.to_tensor(rng.normal(size=(8, 3, 32, 32)).astype("float32")),
+                paddle.to_tensor(rng.integers(0, 10, 8))) for _ in range(7)]
+
+    def run_steps(per_step: bool):
+        paddle.seed(0)
+        model = build_model("resnet18", "na-blog", 10, 32)
+        optimizer = paddle.optimizer.Adam(parameters=model.parameters())
+        total, rows, correct, window = 0.0, [], paddle.zeros([], "int64"), []
+        for step, (x, y) in enumerate(batches):
+            logits, loss = training_step(model, optimizer, x, y, 0.1, paddle.amp.auto_cast, None)
+            if per_step:  # as the loop did before
+                total += float(loss) * len(y)
+                rows += [{"step": step, "loss": float(loss)}] if step % 3 == 0 else []
+                correct += int((logits.argmax(axis=-1) == y).sum())
+            else:
+                window.append((step, loss.detach(), len(y)))
+                correct += (logits.argmax(axis=-1) == y).sum()
+                if (step + 1) % 3 == 0 or step == len(batches) - 1:
+                    part, logged = read_losses(window, 3, 1, "test")
+                    total, rows, window = total + part, rows + logged, []
+        return total, rows, int(correct)
+
+    assert run_steps(per_step=False) == run_steps(per_step=True)
+
+
+def test_validation_on_prepared_batches_gives_the_per_batch_figures():
+    from pipeline.models import build_model
+    from pipeline.train import evaluate, validation_batches
+
+    rng = np.random.default_rng(1)
+    val_x, val_y = rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 70)
+    model = build_model("alexnet", "none", 10, 64)
+    model.eval()
+    total, correct = 0.0, 0
+    with paddle.no_grad():  # per batch, read back each time, as it was
+        for x, y in images.test_batches(val_x, val_y, 64, 32):
+            logits, y = model(paddle.to_tensor(x)), paddle.to_tensor(y)
+            total += float(smoothed_cross_entropy(logits, y, 0.1)) * len(y)
+            correct += int((logits.argmax(axis=-1) == y).sum())
+    assert evaluate(model, validation_batches(val_x, val_y, 64, 32), 0.1) == (total / 70, correct / 70)
+
+
+@pytest.mark.faults
+def test_a_state_saved_with_another_number_of_visible_devices_starts_over(tmp_path, capsys):
+    from pipeline.train import load_state, rng_state, save_state
+
+    model = paddle.nn.Linear(2, 2)
+    optimizer = paddle.optimizer.Adam(parameters=model.parameters())
+    scheduler = paddle.optimizer.lr.CosineAnnealingDecay(1e-3, T_max=10)
+    rng = rng_state()
+    rng["paddle"] = rng["paddle"] * 2  # as saved on a machine that saw two GPUs
+    state = tmp_path / "state.pdckpt"
+    save_state(state, model, optimizer, scheduler, {"epoch": 1}, {"lr": 1e-3}, [rng])
+    assert load_state(state, model, optimizer, scheduler, {"lr": 1e-3}) is None
+    assert "saved with 2 visible device(s), 1 now; starting over" in capsys.readouterr().out
+    save_state(state, model, optimizer, scheduler, {"epoch": 1}, {"lr": 1e-3}, [rng_state()])
+    assert load_state(state, model, optimizer, scheduler, {"lr": 1e-3}) == {"epoch": 1}
 
 
 @pytest.mark.faults

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 import traceback
 
@@ -73,7 +74,12 @@ def main(argv=None) -> int:
         device.check_paddle_build()
         params = config.load(overrides)
         if args.stage in ("train", "evaluate") and not device.launched_worker():
-            claim_gpus(args.stage, config.run_settings(params, *targets))
+            settings = config.run_settings(params, *targets)
+            claim_gpus(args.stage, settings)
+            if args.stage == "train":  # each process's Paddle threads, beside its loader workers
+                allotted = int(os.environ.get("OMP_NUM_THREADS") or device.available_cores())
+                os.environ["OMP_NUM_THREADS"] = str(device.training_threads(
+                    allotted, settings["devices_per_job"], settings["num_workers"]))
         if args.stage in NEEDS_PADDLE:
             device.import_paddle()  # fixes the thread count first
     except PipelineError as exc:

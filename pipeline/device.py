@@ -77,6 +77,18 @@ def configure_threads() -> int:
     return threads
 
 
+def training_cpus(settings: dict) -> int:
+    """The CPUs a training job declares (Snakemake's `threads`): per device, its `train_threads`,
+    and at least one for the training process plus one for each loader worker."""
+    return settings["devices_per_job"] * max(settings["train_threads"], 1 + settings["num_workers"])
+
+
+def training_threads(allotted: int, devices: int, loader_workers: int) -> int:
+    """Paddle threads of each training process, so that it and its loader workers (one thread each)
+    fit in the `allotted` CPUs: a device's share less one per worker, at least one."""
+    return max(1, allotted // devices - loader_workers)
+
+
 def keep_freed_memory() -> None:
     """Make glibc keep freed memory for reuse instead of handing it back to the kernel.
 
@@ -230,14 +242,14 @@ def launch(count: int, device: str, worker: list[str], log_dir: Path, job_id: st
     """Run `worker` on `count` devices through Paddle's launcher; its output (rank 0's, as the
     launcher echoes it) goes to this process's stdout, so to the stage's log as well.
 
-    Each worker gets this job's CPU threads divided among them. A worker's one-line `error: ...`
+    Each worker runs with this process's OMP_NUM_THREADS. A worker's one-line `error: ...`
     becomes this process's error; any other failure names the worker logs.
     """
     log_dir = Path(log_dir)
-    threads = int(os.environ.get("OMP_NUM_THREADS") or available_cores())
     # The launcher lets these variables override the flags we give it (paddle's launch/context/args_envs.py).
+    # OMP_NUM_THREADS is already each worker's share (pipeline/__main__.py).
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_FLAG_VARIABLES}
-    env.update(OMP_NUM_THREADS=str(max(1, threads // count)), PYTHONUNBUFFERED="1")
+    env.update(PYTHONUNBUFFERED="1")
     cmd = launch_command(count, device, worker, log_dir, job_id, os.environ.get("CUDA_VISIBLE_DEVICES"))
     prctl = _prctl()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -48,6 +48,7 @@ def planned_jobs(text: str) -> list[dict]:
             "rule": rule.group(1), "command": re.search(r"^Shell command: (.*)$", block, re.M).group(1),
             "inputs": set(fields.get("input", "").split(", ")) - {""}, "outputs": fields["output"].split(", "),
             "resources": fields.get("resources", ""), "reason": fields.get("reason", ""),
+            "threads": int(fields.get("threads", 1)),
         })
     return jobs
 

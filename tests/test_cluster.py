@@ -33,6 +33,17 @@ def test_slurm_training_jobs_ask_for_one_gpu_memory_and_time_from_params(paper_o
         assert r["runtime"] == ("15" if run_name.startswith("alexnet") else "90"), run_name
 
 
+def test_a_training_job_declares_its_process_and_loader_workers_and_splits_them(cluster_project):
+    from pipeline import device
+
+    # the paper profile: 4 loader workers beside the training process, train_threads 4
+    jobs = snakemake_jobs(cluster_project, "--cores", "8", "--config", "profile=paper")
+    assert {j["threads"] for j in jobs.values() if j["rule"] == "train"} == {5}
+    assert device.training_threads(5, 1, 4) == 1  # its Paddle threads: what the workers leave
+    assert device.training_threads(2, 1, 0) == 2 and device.training_threads(8, 2, 2) == 2
+    assert device.training_threads(1, 1, 4) == 1
+
+
 def test_slurm_light_jobs_stay_small(paper_on_slurm):
     for job in paper_on_slurm.values():
         r = resources(job)

@@ -174,11 +174,12 @@ def cli_overrides(params: dict, path: Path = PARAMS_FILE) -> list[str]:
 
 def configuration(params: dict, path: Path = PARAMS_FILE) -> str:
     """The name of the folders this configuration's results live in: the profile, plus a short key
-    of any overrides besides the profile (`snakemake --config ...`, `--set ...`), e.g. `paper-3f9c2a1b`.
+    of any overrides (`snakemake --config ...`, `--set ...`, the profile included), e.g. `paper-3f9c2a1b`.
 
-    What params.yaml itself says is the profile's own configuration, whichever engine runs it:
-    `dvc exp run -S` edits the file and keeps its experiments apart in DVC's own way."""
-    changed = {key: value for key, value in overrides(params, path).items() if key != "profile"}
+    What params.yaml itself says is the profile's own configuration, whichever engine runs it;
+    DVC records that one. `dvc exp run -S` edits the file and keeps its experiments apart in DVC's
+    own way, so an override, which DVC never records, must not write where DVC's results are."""
+    changed = overrides(params, path)
     if not changed:
         return params["profile"]
     key = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]

@@ -69,11 +69,11 @@ def test_every_setting_is_either_result_changing_or_run_only():
 
 def test_configuration_names_the_profile_and_a_key_of_the_overrides(params):
     assert config.configuration(params) == "demo"
-    assert config.configuration({**params, "profile": "paper"}) == "paper"
     one = config.configuration({**params, "profile": "paper", "epochs": 1})
     assert one.startswith("paper-") and len(one) == len("paper-") + 8
     assert config.configuration({**params, "profile": "paper", "epochs": 2}) != one
-    assert config.configuration({**params, "epochs": 1}) == "demo" + one.removeprefix("paper")
+    # `--config profile=paper` is an override too: DVC's `paper` folder is for params.yaml saying paper.
+    assert config.configuration({**params, "profile": "paper"}).startswith("paper-")
 
 
 def test_top_level_overrides_win_over_the_profile(monkeypatch):

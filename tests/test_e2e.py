@@ -192,7 +192,7 @@ def test_paper_profile_offline_stops_at_the_fetch_with_a_clear_message(project):
     output = proc.stdout + proc.stderr
     assert "error: could not download cifar-10-python.tar.gz" in output
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in output and "data/raw" in output
-    assert_nothing_lost(project / "data/prepared/paper", project / "runs/paper")
+    assert_nothing_lost(project / "data/prepared/paper", project / "runs")
 
 
 def _start_and_kill(project, kill_snakemake: bool):

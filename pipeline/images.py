@@ -240,11 +240,6 @@ def denormalise(batch: np.ndarray) -> np.ndarray:
     return np.clip(batch.transpose(0, 2, 3, 1) * STD + MEAN, 0, 1)
 
 
-def one_thread(worker_id: int) -> None:
-    """A loader worker's set-up: one OpenCV thread, as the job counts one CPU per worker."""
-    cv2.setNumThreads(1)
-
-
 class TrainDataset:
     """uint8 NHWC images through the augmentation; a paddle.io.Dataset by duck typing.
 

@@ -170,7 +170,6 @@ def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str
     return paddle.io.DataLoader(
         images.TrainDataset(train_x, train_y, s["image_size"]), batch_sampler=sampler, num_workers=workers,
         use_shared_memory=workers > 0, prefetch_factor=s["prefetch_batches"], persistent_workers=workers > 0,
-        worker_init_fn=images.one_thread if workers else None,
     )
 
 

@@ -291,7 +291,7 @@ def main(params: dict, repeats: int = 5, batch: int = 64, quick: bool = False) -
         ("training", lambda: training(repeats, batch)),
         ("inference", lambda: inference(repeats, 2 * batch, allotted)),
         ("threads", lambda: threads(repeats, batch, allotted)),
-        ("host_device", lambda: host_device(repeats, batch, 64 if quick else 1024)),
+        ("host_device", lambda: host_device(repeats, batch, 64 if quick else 256)),
         ("pipeline_overhead", lambda: pipeline_overhead(1 if quick else 3)),
     ):
         start = time.perf_counter()

@@ -304,9 +304,9 @@ def main(params: dict, run: str) -> None:
         for x, y in bar:
             logits, loss = training_step(net, optimizer, x, y, s["label_smoothing"], autocast, scaler)
             scheduler.step()
-            # What the network computed in, as it came out: Paddle turns bf16 off, with a warning,
-            # on GPUs without it, and autocast does nothing on the CPU.
-            progress.setdefault("precision", PRECISION.get(logits.dtype, str(logits.dtype)))
+            if "precision" not in progress:  # what the network computed in, read once: Paddle turns
+                # bf16 off, with a warning, on GPUs without it, and autocast does nothing on the CPU
+                progress["precision"] = PRECISION.get(logits.dtype, str(logits.dtype))
             window.append((progress["step"], loss.detach(), len(y)))
             correct += (logits.argmax(axis=-1) == y).sum()
             seen += len(y)

@@ -3,11 +3,12 @@ checking what each job would ask the scheduler for."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
-from tests.conftest import copy_project, run, snakemake_jobs
+from tests.conftest import BIN, copy_project, run, snakemake_jobs
 
 
 def resources(job: dict) -> dict[str, str]:
@@ -64,3 +65,96 @@ def test_local_profile_runs_like_the_plain_command(cluster_project):
     proc = run(["snakemake", "--profile", "profiles/local", "-n", "all"], cwd=cluster_project)
     assert "Using profile profiles/local" in proc.stdout + proc.stderr
     assert len(re.findall(r"^rule train:", proc.stdout, re.M)) == 8
+
+
+# ---- What the SLURM plugin submits, built by the pinned plugin itself ------------------------------
+
+def options(argv: list[str]) -> dict[str, str]:
+    """The leading options of an sbatch or srun command line: flag -> value ("" for a switch)."""
+    takes_value = {"-t", "--mem", "-D", "--job-name", "--output", "--comment", "-A", "-p"}
+    found, args = {}, iter(argv)
+    for arg in args:
+        if not arg.startswith("-"):
+            break
+        if "=" in arg:
+            flag, value = arg.split("=", 1)
+        elif re.fullmatch(r"-n\d+", arg):
+            flag, value = "-n", arg[2:]
+        else:
+            flag, value = arg, next(args) if arg in takes_value else ""
+        found[flag] = value
+    return found
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-device", "2-devices"])
+def paper_submissions(request, tmp_path_factory):
+    """Every job of the paper plan with `devices_per_job` 1 or 2, submitted by the real SLURM plugin
+    and its job step to stand-ins for sbatch/srun (tests/slurm_stand_in.py), and what each asked for."""
+    import sys
+
+    from tests import slurm_stand_in
+
+    devices = request.param
+    root = tmp_path_factory.mktemp(f"slurm-{devices}")
+    project = copy_project(root / "project")
+    slurm_stand_in.install(root / "bin", sys.executable)
+    config = ["--config", "profile=paper", f"devices_per_job={devices}"]
+    plan = snakemake_jobs(project, *config)
+    for job in plan.values():  # outputs in place, so that each level of the plan completes at once
+        for output in job["outputs"]:
+            path = project / output
+            if "/checkpoints/" in output:
+                path.mkdir(parents=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+    log = root / "submitted.jsonl"
+    log.touch()
+    env = {"PATH": f"{root / 'bin'}:{BIN}:{os.environ['PATH']}", "STAND_IN_SCHEDULER_LOG": str(log)}
+    run(["snakemake", "--profile", "profiles/slurm", "all", *config, "--forceall", "--latency-wait", "0",
+         "--slurm-init-seconds-before-status-checks", "1"], cwd=project, env=env, timeout=600)
+    return devices, plan, slurm_stand_in.submissions(log)
+
+
+def test_slurm_submits_each_job_of_the_plan_once_with_its_job_step(paper_submissions):
+    _, plan, submitted = paper_submissions
+    assert len(submitted) == len(plan) == 23
+    for name, job in submitted.items():
+        assert job["srun"], f"{name}: its job step never ran srun"
+        assert options(job["srun"])["-n"] == "1", name  # the step runs the command once
+
+
+def test_a_training_job_is_one_task_holding_its_gpus_cpus_memory_and_time(paper_submissions):
+    from snakemake.utils import available_cpu_count
+
+    devices, _, submitted = paper_submissions
+    train = {n: j for n, j in submitted.items() if n.startswith("rule_train_")}
+    assert len(train) == 8
+    for name, job in train.items():
+        sbatch, srun = options(job["sbatch"]), options(job["srun"])
+        # One task (sbatch's default; no --ntasks-per-gpu, which ran a 2-GPU job twice, plugin issue
+        # #459) with all of the run's GPUs: Paddle's launcher starts a worker per GPU inside it.
+        assert not [f for f in sbatch if f.startswith("--ntasks")], name
+        assert "--gres" not in sbatch and "--cpus-per-gpu" not in sbatch, name
+        assert sbatch["--gpus"] == str(devices) and srun["--gpus"] == str(devices), name
+        # Per device the training process and its 4 loader workers (device.training_cpus).
+        assert sbatch["--cpus-per-task"] == str(5 * devices), name
+        # The step takes what the allocation holds: here this machine's CPUs, on a node all 5N.
+        assert srun["--cpus-per-task"] == str(min(5 * devices, available_cpu_count())), name
+        assert srun["--nodes"] == "1", name
+        assert sbatch["--mem"] == "16000", name
+        assert sbatch["-t"] == ("15" if "alexnet" in name else "90"), name
+
+
+def test_slurm_evaluations_hold_one_gpu_and_light_jobs_none(paper_submissions):
+    _, _, submitted = paper_submissions
+    for name, job in submitted.items():
+        sbatch, srun = options(job["sbatch"]), options(job["srun"])
+        assert "--ntasks-per-gpu" not in sbatch, name
+        if name.startswith("rule_evaluate_"):
+            assert sbatch["--gpus"] == srun["--gpus"] == "1", name
+            assert (sbatch["--cpus-per-task"], sbatch["--mem"], sbatch["-t"]) == ("4", "8000", "30"), name
+        elif not name.startswith("rule_train_"):
+            assert "--gpus" not in sbatch and "--gpus" not in srun, name
+            assert (sbatch["--ntasks"], sbatch["--cpus-per-task"], sbatch["--mem"], sbatch["-t"]) == (
+                "1", "1", "2000", "30"), name

@@ -24,12 +24,13 @@ STAGES = {
     "report": ("report", None, "assemble reports/index.html"),
     "params": ("summary", None, "print the parameter counts of the configurations"),
     "bench": ("bench", None, "measure data, training, inference, thread and pipeline speed"),
+    "doctor": ("doctor", None, "check this machine the way the active profile will use it, before a long run"),
     "pull": ("sync", None, "dvc pull, check that DVC is clean, and record the pulled results for Snakemake"),
     "dvc-yaml": ("dvc_yaml", None, "write dvc.yaml from the stage code, paths and settings in pipeline/"),
 }
 # Commands about the project rather than a configuration keep no log.
 UNLOGGED = {"dvc-yaml", "pull"}
-NEEDS_PADDLE = {"train", "evaluate", "params", "bench"}
+NEEDS_PADDLE = {"train", "evaluate", "params", "bench", "doctor"}
 
 
 def parse_args(argv):
@@ -48,6 +49,8 @@ def parse_args(argv):
     bench.add_argument("--repeats", type=int, default=5, help="timings per case; medians are reported (default 5)")
     bench.add_argument("--batch", type=int, default=64, help="training batch size (default 64)")
     bench.add_argument("--quick", action="store_true", help="one repeat at tiny sizes: checks that it all runs")
+    # what `doctor` starts as each worker of its data-parallel check
+    sub.choices["doctor"].add_argument("--data-parallel-worker", action="store_true", help=argparse.SUPPRESS)
     sub.choices["dvc-yaml"].add_argument("--check", action="store_true", help="only check that dvc.yaml is current")
     return parser.parse_args(argv)
 

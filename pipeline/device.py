@@ -89,6 +89,16 @@ def training_threads(allotted: int, devices: int, loader_workers: int) -> int:
     return max(1, allotted // devices - loader_workers)
 
 
+def one_thread_per_loader_worker() -> None:
+    """Loader workers augment one image at a time with OpenCV, each on the one CPU the job
+    declares for it (training_cpus); OpenCV's own pool would add a thread per core to every
+    worker. Set in the training process before the workers fork, which inherit it: a forked
+    worker that starts or resizes OpenCV's pool itself can hang."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def keep_freed_memory() -> None:
     """Make glibc keep freed memory for reuse instead of handing it back to the kernel.
 

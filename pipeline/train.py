@@ -166,6 +166,8 @@ def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str
     if s["augment_on_device"] and dev == "gpu":
         return images.DeviceBatches(train_x, train_y, s["image_size"], sampler.local, batch_sampler=sampler)
     workers = s["num_workers"]
+    if workers:
+        device.one_thread_per_loader_worker()
     paddle.io.reader.use_pinned_memory(s["pin_memory"] and dev == "gpu")
     return paddle.io.DataLoader(
         images.TrainDataset(train_x, train_y, s["image_size"]), batch_sampler=sampler, num_workers=workers,

@@ -255,6 +255,31 @@ def test_loader_settings_reach_the_dataloader():
     assert batch.shape == [8, 3, 32, 32] and labels.shape == [8]
 
 
+def test_each_loader_worker_runs_one_thread_of_augmentation():
+    """A training job declares one CPU per loader worker (device.training_cpus); OpenCV's pool
+    would give every worker a thread per core of the machine besides."""
+    import os
+    from pathlib import Path
+
+    import cv2
+
+    from pipeline.train import training_batches
+
+    before = cv2.getNumThreads()
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 48)
+    try:
+        batches = iter(training_batches(x, y, {**GPU_SETTINGS, "image_size": 128}, "cpu"))
+        next(batches)  # the workers have augmented at the paper's size, where OpenCV would go parallel
+        assert cv2.getNumThreads() == 1  # what the forked workers inherit
+        children = {int(pid) for task in os.listdir("/proc/self/task")
+                    for pid in Path(f"/proc/self/task/{task}/children").read_text().split()}
+        threads = [len(os.listdir(f"/proc/{pid}/task")) for pid in children]
+        assert len(threads) >= 2 and max(threads) <= 2, threads  # its own and the one handing batches over
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_augment_on_device_switch_is_wired():
     from pipeline import images
     from pipeline.train import training_batches

@@ -11,12 +11,15 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from pipeline.models import Gate, NABlog, NAOfficial, NAPaper
+from pipeline.models import ECA, GCT, SE, Attention, Gate, Half, NABlog, NAOfficial, NAPaper, SimAM
 
 # Per input element, forward. na-blog: mean, subtract, abs, negate, softmax (max, subtract, exp,
 # sum, divide), sum, gate multiply. na-official: channel mean, weighted pooling (multiply-add),
 # gate multiply. na-paper: context mean, subtract, abs, channel sum, pooling, gate multiply.
-ATTENTION_FLOPS_PER_ELEMENT = {NABlog: 11, NAOfficial: 4, NAPaper: 7, Gate: 1}
+# se, eca: pool, gate multiply (their FC / 1-D conv are counted per channel below). gct: square,
+# sum, gate multiply. simam: mean, subtract, square, sum, divide, add, sigmoid (2), multiply.
+ATTENTION_FLOPS_PER_ELEMENT = {NABlog: 11, NAOfficial: 4, NAPaper: 7, Gate: 1, Half: 1, SE: 2, ECA: 2, GCT: 3,
+                               SimAM: 9}
 ELEMENTWISE_FLOPS = {nn.BatchNorm2D: 2, nn.ReLU: 1, nn.Dropout: 0, nn.Identity: 0}
 TRAINING_FACTOR = 3  # forward + backward (gradients for inputs and for weights: about 2x forward)
 
@@ -27,7 +30,10 @@ def forward_flops(model: nn.Layer, image_size: int) -> dict[str, int]:
 
     def count(layer, inputs, output):
         x = inputs[0]
-        if isinstance(layer, nn.Conv2D):
+        if isinstance(layer, Attention):  # its own layers (SE's FCs, ECA's 1-D conv) count as its work
+            inner = sum(2 * int(p.size) for p in layer.parameters() if len(p.shape) > 1)
+            counts["attention"] += ATTENTION_FLOPS_PER_ELEMENT[type(layer)] * x.size + inner * x.shape[0]
+        elif isinstance(layer, nn.Conv2D):
             kh, kw = layer.weight.shape[2:]
             counts["conv_linear"] += 2 * output.size * layer.weight.shape[1] * kh * kw
         elif isinstance(layer, nn.Linear):
@@ -39,7 +45,9 @@ def forward_flops(model: nn.Layer, image_size: int) -> dict[str, int]:
         elif type(layer) in ELEMENTWISE_FLOPS:
             counts["other"] += ELEMENTWISE_FLOPS[type(layer)] * x.size
 
-    hooks = [m.register_forward_post_hook(count) for m in model.sublayers() if not m.sublayers()]
+    inside_attention = {id(m) for a in model.sublayers() if isinstance(a, Attention) for m in a.sublayers()}
+    hooks = [m.register_forward_post_hook(count) for m in model.sublayers()
+             if isinstance(m, Attention) or (not m.sublayers() and id(m) not in inside_attention)]
     model.eval()
     with paddle.no_grad():
         model(paddle.zeros([1, 3, image_size, image_size]))

@@ -1,10 +1,13 @@
-"""The post's two networks and its NA module, built by name.
+"""The post's two networks, its NA module, and the modules it is compared with, built by name.
 
 `build_model(arch, attention, num_classes, image_size)` is the only entry point the
-pipeline uses, so the DAG names configurations, never classes.
+pipeline uses, so the DAG names configurations, never classes; both networks place their
+attention modules through `make_attention(name, channels)`.
 """
 
 from __future__ import annotations
+
+import math
 
 import paddle
 from paddle import nn
@@ -47,7 +50,7 @@ class NABlog(Attention):
     that noise, and with it the published behaviour.
     """
 
-    def __init__(self):
+    def __init__(self, channels: int):
         super().__init__()
         self.gamma, self.beta = _scalar(self, 1.0), _scalar(self, 0.0)
 
@@ -78,7 +81,7 @@ class PooledNA(Attention):
     backward), and sums over channels as matmuls (channel_sum).
     """
 
-    def __init__(self):
+    def __init__(self, channels: int):
         super().__init__()
         self.gamma, self.beta = _scalar(self, 0.0), _scalar(self, 1.0)
 
@@ -136,7 +139,7 @@ class NAPaper(PooledNA):
 class Gate(Attention):
     """The control: y = x * sigmoid(beta), one learned scalar; what na-blog reduces to."""
 
-    def __init__(self):
+    def __init__(self, channels: int):
         super().__init__()
         self.beta = _scalar(self, 0.0)
 
@@ -144,15 +147,103 @@ class Gate(Attention):
         return x * nn.functional.sigmoid(self.beta)
 
 
+class Half(Attention):
+    """The initial-scale control: y = 0.5 * x, fixed; na-blog's and the gate's value at initialisation."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+
+    def compute(self, x):
+        return 0.5 * x
+
+
+def _spatial_mean(x):
+    """(B, C, H, W) -> (B, C); over a reshape, since mean over [2, 3] has a very slow CPU backward."""
+    return x.reshape((x.shape[0], x.shape[1], -1)).mean(axis=2)
+
+
+class SE(Attention):
+    """Squeeze-and-excitation (Hu et al.): global average pool, FC C -> C/16 with ReLU, FC C/16 -> C,
+    sigmoid, channel gate; the FC layers have biases, as in the reference code."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.squeeze, self.excite = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
+
+    def compute(self, x):
+        gate = nn.functional.sigmoid(self.excite(nn.functional.relu(self.squeeze(_spatial_mean(x)))))
+        return x * gate.unsqueeze([2, 3])
+
+
+def eca_kernel_size(channels: int) -> int:
+    """The ECA authors' rule: t = int(|(log2 C + 1) / 2|), k = t if odd else t + 1 (3 at 48 channels, 5 at 128)."""
+    t = int(abs((math.log2(channels) + 1) / 2))
+    return t if t % 2 else t + 1
+
+
+class ECA(Attention):
+    """ECA-Net (Wang et al., CVPR 2020): global average pool, a 1-D convolution across channels
+    without bias (zero padding k // 2), sigmoid, channel gate: k parameters."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        k = eca_kernel_size(channels)
+        self.conv = nn.Conv1D(1, 1, k, padding=k // 2, bias_attr=False)
+
+    def compute(self, x):
+        gate = nn.functional.sigmoid(self.conv(_spatial_mean(x).unsqueeze(1)).squeeze(1))
+        return x * gate.unsqueeze([2, 3])
+
+
+class GCT(Attention):
+    """Gated channel transformation (Yang et al., CVPR 2020), a normalisation-based gate like NA:
+    s = alpha * sqrt(sum over positions of x^2 + eps), n = gamma / sqrt(mean over channels of s^2 + eps),
+    y = x * (1 + tanh(s * n + beta)); alpha, gamma, beta per channel start at 1, 0, 0 (the identity)."""
+
+    eps = 1e-5
+
+    def __init__(self, channels: int):
+        super().__init__()
+
+        def per_channel(value):
+            return self.create_parameter([channels], default_initializer=nn.initializer.Constant(value))
+        self.alpha, self.gamma, self.beta = per_channel(1.0), per_channel(0.0), per_channel(0.0)
+
+    def compute(self, x):
+        squares = (x * x).reshape((x.shape[0], x.shape[1], -1)).sum(axis=2)
+        s = self.alpha * paddle.sqrt(squares + self.eps)
+        n = self.gamma / paddle.sqrt((s * s).mean(axis=1, keepdim=True) + self.eps)
+        return x * (1 + paddle.tanh(s * n + self.beta)).unsqueeze([2, 3])
+
+
+class SimAM(Attention):
+    """SimAM (Yang et al., ICML 2021), no parameters: per channel d = (x - mean)^2 over positions,
+    v = sum(d) / (H*W - 1), y = x * sigmoid(d / (4 (v + 1e-4)) + 0.5)."""
+
+    lam = 1e-4
+
+    def __init__(self, channels: int):
+        super().__init__()
+
+    def compute(self, x):
+        b, c, h, w = x.shape
+        flat = x.reshape((b, c, h * w))
+        d = (flat - flat.mean(axis=2, keepdim=True)) ** 2
+        v = d.sum(axis=2, keepdim=True) / (h * w - 1)
+        return x * nn.functional.sigmoid(d / (4 * (v + self.lam)) + 0.5).reshape((b, c, h, w))
+
+
 _ATTENTION_LAYERS = {"none": nn.Identity, "na-blog": NABlog, "na-official": NAOfficial, "na-paper": NAPaper,
-                     "gate": Gate}
+                     "gate": Gate, "half": Half, "se": SE, "eca": ECA, "gct": GCT, "simam": SimAM}
 
 
-def make_attention(name: str) -> nn.Layer:
-    """One attention module by name; `none` is the identity so placement code stays uniform."""
+def make_attention(name: str, channels: int) -> nn.Layer:
+    """One attention module by name for a `channels`-channel input; `none` is the identity, so
+    placement code stays uniform. Every module takes the channel count, needed or not."""
     if name not in _ATTENTION_LAYERS:
         raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")
-    return _ATTENTION_LAYERS[name]()
+    return _ATTENTION_LAYERS[name](channels)
 
 
 def _alexnet_feature_size(image_size: int) -> int:
@@ -173,7 +264,7 @@ class AlexNet(nn.Layer):
             raise ValueError(f"AlexNet needs images of at least 57 px, got {image_size}")
 
         def conv(cin, cout, **kw):
-            return [nn.Conv2D(cin, cout, **kw), make_attention(attention), nn.ReLU()]
+            return [nn.Conv2D(cin, cout, **kw), make_attention(attention, cout), nn.ReLU()]
 
         self.features = nn.Sequential(
             *conv(3, 48, kernel_size=11, stride=4, padding=5),
@@ -204,7 +295,7 @@ class BasicBlock(nn.Layer):
         self.bn1 = nn.BatchNorm2D(cout)
         self.conv2 = nn.Conv2D(cout, cout, 3, padding=1, bias_attr=False)
         self.bn2 = nn.BatchNorm2D(cout)
-        self.attention = make_attention(attention)
+        self.attention = make_attention(attention, cout)
         self.relu = nn.ReLU()
         self.downsample = None
         if stride != 1 or cin != cout:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pipeline import config
 from pipeline.claims import CLAIMS
 from pipeline.flops import TRAINING_FACTOR, forward_flops
-from pipeline.models import build_model, count_parameters
+from pipeline.models import ATTENTIONS, build_model, count_parameters
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "digits": (1_498, 299)}
@@ -44,6 +44,22 @@ def table(params: dict) -> list[dict]:
     return rows
 
 
+def variants(params: dict) -> list[dict]:
+    """Every attention variant on each architecture of the matrix, whether the matrix runs it or not:
+    total parameters, those the attention adds, and its share of the forward FLOPs."""
+    rows = []
+    for arch in params["archs"]:
+        s = config.run_settings(params, config.run_name(f"{arch}-{params['attentions'][0]}", params["seeds"][0]))
+        models = {a: build_model(arch, a, NUM_CLASSES[s["dataset"]], s["image_size"]) for a in ATTENTIONS}
+        totals = {a: count_parameters(m)["total"] for a, m in models.items()}
+        for attention, model in models.items():
+            flops = forward_flops(model, s["image_size"])
+            rows.append({"arch": arch, "attention": attention, "total": totals[attention],
+                         "added": totals[attention] - totals["none"],
+                         "attention_share": flops["attention"] / flops["total"]})
+    return rows
+
+
 def main(params: dict) -> None:
     rows = table(params)
     print(f"profile {params['profile']}: parameters as paddle.summary counts them (BatchNorm statistics included)")
@@ -60,3 +76,8 @@ def main(params: dict) -> None:
               f"~{r['gpu_minutes']:.0f} min")
     total = sum(r["gpu_minutes"] for r in rows) * len(params["seeds"])
     print(f"all {len(rows) * len(params['seeds'])} runs: ~{total:.0f} GPU minutes (an estimate, not a measurement)")
+    print("\nEvery attention variant (name it in `attentions` to run it): parameters, those the attention adds, "
+          "and its share of the forward FLOPs")
+    print(f"{'architecture':<13} {'attention':<12} {'total':>12} {'added':>8} {'FLOPs':>7}")
+    for r in variants(params):
+        print(f"{r['arch']:<13} {r['attention']:<12} {r['total']:>12,} {r['added']:>8,} {r['attention_share']:>7.2%}")

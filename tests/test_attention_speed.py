@@ -48,7 +48,7 @@ def test_pooled_na_gradients_match_numpy(name, reference, shape):
     previous = paddle.get_default_dtype()
     paddle.set_default_dtype("float64")
     try:
-        layer = make_attention(name)
+        layer = make_attention(name, shape[1])
     finally:
         paddle.set_default_dtype(previous)
     layer.gamma.set_value(paddle.to_tensor([0.7], dtype="float64"))
@@ -70,7 +70,7 @@ def test_fused_cpu_version_matches_the_composed_ops(name, shape, scale):
     softmax weights peaked and most gradients through them denormal (the kernels flush those)."""
     assert fused.kernels() is not None, "the fused NA kernels did not build; see the message above"
     rng = np.random.default_rng(len(shape) + int(scale))
-    layer = make_attention(name)
+    layer = make_attention(name, shape[1])
     layer.gamma.set_value(paddle.to_tensor([0.7]))
     layer.beta.set_value(paddle.to_tensor([-0.3]))
     x = paddle.to_tensor((rng.normal(size=shape) * scale).astype("float32"), stop_gradient=False)
@@ -96,7 +96,7 @@ def test_kernels_build_once_for_parallel_jobs_or_fall_back_to_the_composed_ops(t
             "from pipeline import fused; from pipeline.models import make_attention; "
             "fused.SOURCE = fused.Path(sys.argv[1]) if len(sys.argv) > 1 else fused.SOURCE; "
             "x = paddle.ones([2, 3, 4, 4]) * paddle.arange(16, dtype='float32').reshape([1, 1, 4, 4]); "
-            "y = make_attention('na-paper')(x); "
+            "y = make_attention('na-paper', 3)(x); "
             "print('fused' if fused.kernels() else 'composed', float(y.sum()))")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     jobs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

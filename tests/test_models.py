@@ -45,7 +45,7 @@ def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown arch"):
         build_model("vgg", "none", 10, 128)
     with pytest.raises(ValueError, match="unknown attention"):
-        build_model("alexnet", "se", 10, 128)
+        build_model("alexnet", "cbam", 10, 128)
 
 
 def test_na_sits_after_each_conv_and_after_bn2():
@@ -72,7 +72,7 @@ def post_na_forward(x, gamma, beta):
 def test_na_blog_equals_the_posts_code():
     paddle.seed(0)
     x = paddle.randn([4, 48, 16, 16])
-    na = NABlog()
+    na = NABlog(48)
     expected = post_na_forward(x, na.gamma, na.beta)
     assert np.array_equal(na(x).numpy(), expected.numpy())
     assert [p.shape for p in na.parameters()] == [[1], [1]]
@@ -87,6 +87,16 @@ def test_params_command_prints_the_posts_counts(project):
         line = next(x for x in out.splitlines() if x.startswith(experiment + " "))
         assert f"{count:,}" in line and line.endswith("yes")
     assert "all 8 runs: ~" in out and "GPU minutes (an estimate, not a measurement)" in out
+    # every variant, run or not, with what its attention adds: SE's C -> C/16 -> C FCs in AlexNet's
+    # five convs (48, 128, 192, 192, 128 channels), ECA's k = 3, 5, 5, 5, 5 weights
+    added = {tuple(line.split()[:2]): int(line.split()[3].replace(",", "")) for line in out.splitlines()
+             if line.split()[:1] in (["alexnet"], ["resnet18"]) and len(line.split()) == 5}
+    from pipeline.models import ATTENTIONS
+
+    assert {a for arch, a in added if arch == "alexnet"} == set(ATTENTIONS)
+    se = sum(c * (c // 16) * 2 + c // 16 + c for c in (48, 128, 192, 192, 128))
+    assert (added["alexnet", "se"], added["alexnet", "eca"], added["alexnet", "half"]) == (se, 23, 0)
+    assert added["resnet18", "na-blog"] == 16 and added["resnet18", "gct"] == 3 * 2 * (64 + 128 + 256 + 512)
 
 
 # Independent NumPy versions of each attention variant (REFERENCE.md), float64 for reference.
@@ -127,7 +137,7 @@ def test_pooled_na_variants_match_numpy(name, reference, shape):
 
     rng = np.random.default_rng(sum(shape))
     x = rng.normal(size=shape).astype(np.float32)
-    layer = make_attention(name)
+    layer = make_attention(name, shape[1])
     assert (layer.gamma.item(), layer.beta.item()) == (0.0, 1.0)  # the authors' initialisation
     layer.gamma.set_value(paddle.to_tensor([0.7]))  # gamma = 0 would hide the context entirely
     layer.beta.set_value(paddle.to_tensor([-0.3]))
@@ -139,17 +149,87 @@ def test_pooled_na_variants_match_numpy(name, reference, shape):
 def test_gate_is_one_scalar_sigmoid():
     from pipeline.models import make_attention
 
-    gate = make_attention("gate")
+    gate = make_attention("gate", 8)
     gate.beta.set_value(paddle.to_tensor([0.4]))
     x = np.random.default_rng(1).normal(size=(2, 8, 5, 5)).astype(np.float32)
     np.testing.assert_allclose(gate(paddle.to_tensor(x)).numpy(), x * _sigmoid(0.4), atol=1e-6)
     assert [p.shape for p in gate.parameters()] == [[1]]
 
 
+# ---- the peers, each against an independent NumPy version (float64), with random parameters ----
+
+def numpy_se(x, p):
+    s = x.mean(axis=(2, 3))
+    hidden = np.maximum(s @ p["squeeze.weight"] + p["squeeze.bias"], 0)
+    return x * _sigmoid(hidden @ p["excite.weight"] + p["excite.bias"])[:, :, None, None]
+
+
+def numpy_eca(x, p):
+    kernel = p["conv.weight"].reshape(-1)
+    k, c = len(kernel), x.shape[1]
+    s = np.pad(x.mean(axis=(2, 3)), ((0, 0), (k // 2, k // 2)))
+    conv = np.stack([s[:, i:i + k] @ kernel for i in range(c)], axis=1)  # cross-correlation, as conv layers
+    return x * _sigmoid(conv)[:, :, None, None]
+
+
+def numpy_gct(x, p, eps=1e-5):
+    s = p["alpha"] * np.sqrt((x ** 2).sum(axis=(2, 3)) + eps)
+    n = p["gamma"] / np.sqrt((s ** 2).mean(axis=1, keepdims=True) + eps)
+    return x * (1 + np.tanh(s * n + p["beta"]))[:, :, None, None]
+
+
+def numpy_simam(x, p, lam=1e-4):
+    d = (x - x.mean(axis=(2, 3), keepdims=True)) ** 2
+    v = d.sum(axis=(2, 3), keepdims=True) / (x.shape[2] * x.shape[3] - 1)
+    return x * _sigmoid(d / (4 * (v + lam)) + 0.5)
+
+
+def numpy_half(x, p):
+    return 0.5 * x
+
+
+PEERS = {"se": numpy_se, "eca": numpy_eca, "gct": numpy_gct, "simam": numpy_simam, "half": numpy_half}
+
+
+@pytest.mark.parametrize("name", PEERS)
+@pytest.mark.parametrize("shape", [(2, 48, 15, 15), (3, 128, 4, 4), (1, 512, 2, 2)])
+def test_peer_modules_match_numpy(name, shape):
+    from pipeline.models import make_attention
+
+    rng = np.random.default_rng(sum(shape))
+    layer = make_attention(name, shape[1])
+    for param in layer.parameters():  # random values, away from initialisations that hide terms
+        param.set_value(rng.normal(size=param.shape).astype(np.float32))
+    params = {name: p.numpy().astype(np.float64) for name, p in layer.named_parameters()}
+    x = rng.normal(size=shape).astype(np.float32)
+    expected = PEERS[name](x.astype(np.float64), params)
+    np.testing.assert_allclose(layer(paddle.to_tensor(x)).numpy(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels, k", [(48, 3), (64, 3), (128, 5), (192, 5), (256, 5), (512, 5)])
+def test_eca_kernel_size_follows_the_authors_rule(channels, k):
+    from pipeline.models import eca_kernel_size, make_attention
+
+    assert eca_kernel_size(channels) == k
+    assert sum(int(p.size) for p in make_attention("eca", channels).parameters()) == k
+
+
+def test_peer_initialisations_and_sizes():
+    from pipeline.models import make_attention
+
+    gct = make_attention("gct", 48)  # starts as the identity
+    x = paddle.randn([2, 48, 5, 5])
+    np.testing.assert_array_equal(gct(x).numpy(), x.numpy())
+    assert [p.shape for p in gct.parameters()] == [[48]] * 3
+    se = make_attention("se", 128)  # C -> C/16 -> C, with biases
+    assert sum(int(p.size) for p in se.parameters()) == 128 * 8 + 8 + 8 * 128 + 128
+    assert make_attention("simam", 48).parameters() == [] and make_attention("half", 48).parameters() == []
+
+
 @pytest.mark.parametrize("shape", [(4, 48, 32, 32), (4, 512, 4, 4)])
 def test_na_blog_context_is_one_and_its_normalised_term_is_rounding_noise(shape):
     x = paddle.to_tensor(np.random.default_rng(2).normal(size=shape).astype(np.float32))
-    g = NABlog().context(x).numpy()
+    g = NABlog(shape[1]).context(x).numpy()
     assert np.abs(g - 1).max() < 1e-5  # a softmax summed over positions
     noise = (g - g.mean(1, keepdims=True)) / (g.std(1, ddof=1, keepdims=True) + 1e-5)
     assert np.abs(noise).max() > 1e-4  # ...yet the normalisation turns its rounding into a signal
@@ -185,6 +265,10 @@ def test_flops_count_every_conv_and_linear_and_the_attention():
     conv_outputs = 48 * 32 * 32 + 128 * 15 * 15 + (192 + 192 + 128) * 7 * 7  # what each NA layer sees
     assert counts["na-blog"]["attention"] == 11 * conv_outputs
     assert 0 < counts["na-official"]["attention"] < counts["na-blog"]["attention"]
+    # SE's work is its pool and gate per element plus its two FCs per channel, none of it in conv_linear
+    se = forward_flops(build_model("alexnet", "se", 10, 128), 128)
+    fc = sum(2 * 2 * c * (c // 16) for c in (48, 128, 192, 192, 128))
+    assert se["conv_linear"] == expected and se["attention"] == 2 * conv_outputs + fc
 
 
 # ---- mixed precision: every attention variant computes in float32 by construction -------------
@@ -196,9 +280,9 @@ ATTENTION_LAYERS = [a for a in ATTENTIONS if a != "none"]
 def test_attention_on_low_precision_input_is_the_float32_computation_cast_back(name, dtype):
     from pipeline.models import make_attention
 
-    layer = make_attention(name)
+    layer = make_attention(name, 8)
     for p in layer.parameters():  # away from the initial values, where some variants are constant
-        p.set_value(np.array([0.7], np.float32))
+        p.set_value(np.full(p.shape, 0.7, np.float32))
     x = paddle.randn([2, 8, 6, 6]).astype(dtype)
     y = layer(x)
     assert y.dtype == x.dtype
@@ -215,7 +299,7 @@ def test_attention_computes_with_autocast_off_inside_an_autocast_region(name):
 
     from pipeline.models import make_attention
 
-    layer, seen = make_attention(name), []
+    layer, seen = make_attention(name, 8), []
     compute = layer.compute
     layer.compute = lambda x: (seen.append((framework._dygraph_tracer()._amp_level, x.dtype)), compute(x))[1]
     tracer = framework._dygraph_tracer()

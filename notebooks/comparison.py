@@ -40,7 +40,7 @@ atomic.write_json(layout.comparison_table, {
     "profile": profile, "claim_source": claims.SOURCE, "claim_throughput_setup": claims.THROUGHPUT_SETUP,
     "eval_device": sorted({r["eval"]["device"] for r in loaded}),
     "eval_engine": sorted({r["eval"].get("inference", "eager paddle") for r in loaded}),
-    "rule": stats.RULE, "test": "Welch's t-test",
+    "rule": stats.RULE, "test": stats.TESTS,
     "rows": rows, "gains": vs_baseline, "gate_controls": vs_gate, "na_blog": degeneracy, "findings": findings,
 })
 

@@ -76,10 +76,21 @@ def gains(rows: list[dict], against: str = "none") -> list[dict]:
         if against == "none" and r["claim"]["val_acc"] is not None and other["claim"]["val_acc"] is not None:
             claimed = r["claim"]["val_acc"] - other["claim"]["val_acc"]
         test = stats.welch(r["val_accs"], other["val_accs"])
+        paired = stats.paired(dict(zip(r["seeds"], r["val_accs"], strict=True)),
+                              dict(zip(other["seeds"], other["val_accs"], strict=True)))
         out.append({"arch": r["arch"], "attention": r["attention"], "against": against, "dataset": r["dataset"],
-                    "test": test, "claim": claimed,
+                    "test": test, "paired": paired, "claim": claimed, "power": power(r, other, claimed),
                     "verdict": stats.verdict(test, claimed, r["comparable"] and other["comparable"])})
     return out
+
+
+def power(variant: dict, baseline: dict, claimed: float | None) -> dict:
+    """What our seeds can detect: the pooled seed-to-seed sd of the two configurations, the smallest
+    gain Welch's test finds with 80% power at our seeds per side, and the seeds the claimed gain needs."""
+    sd = stats.pooled_sd(variant["val_accs"], baseline["val_accs"])
+    n = min(len(variant["val_accs"]), len(baseline["val_accs"]))
+    return {"sd": sd, "n": n, "detectable": stats.detectable_gain(sd, n) if sd else None,
+            "seeds_for_claim": stats.seeds_needed(claimed, sd) if sd and claimed else None}
 
 
 def na_blog_degeneracy(attention: list[dict]) -> dict | None:
@@ -122,6 +133,13 @@ def findings(profile: str, rows: list[dict], gains_vs_baseline: list[dict], gain
             continue
         out.append(f"{g['arch']} + {g['attention']} against its baseline on {g['dataset']}: {_test_text(g['test'])}; "
                    f"the post claims {_points(g['claim'])} points. Verdict: {g['verdict']}.")
+        p = g["power"]
+        if p["detectable"] is not None:
+            needed = (f"{p['seeds_for_claim']} seeds per side" if p["seeds_for_claim"]
+                      else "more than 10,000 seeds per side")
+            out.append(f"With {p['n']} seeds per side and a seed-to-seed standard deviation of {100 * p['sd']:.2f} "
+                       f"points, the smallest gain Welch's test detects with 80% power is {100 * p['detectable']:.2f} "
+                       f"points; the claimed {_points(g['claim'])} needs {needed}.")
     if degeneracy:
         d = degeneracy
         out.append(
@@ -181,12 +199,20 @@ def gains_html(gains: list[dict]) -> str:
         ci = "–" if t["ci_low"] is None else f"{_points(t['ci_low'])} to {_points(t['ci_high'])}"
         p = "–" if t["p_value"] is None else f"{t['p_value']:.3f}"
         claim = "–" if g["claim"] is None else _points(g["claim"])
+        pair = g["paired"]
+        paired = "–" if pair["ci_low"] is None else (f"{_points(pair['ci_low'])} to {_points(pair['ci_high'])}, "
+                                                     f"p = {pair['p_value']:.3f}")
+        power = g["power"]
+        detectable = "–" if power["detectable"] is None else f"{100 * power['detectable']:.2f}"
+        needed = "–" if power["seeds_for_claim"] is None else str(power["seeds_for_claim"])
         body += (f"<tr><td>{g['arch']}</td><td>{g['attention']}</td><td>{g['against']}</td><td>{g['dataset']}</td>"
                  f"<td>{_points(t['diff'])}</td><td>{ci}</td><td>{p}</td><td>{t['n_variant']} / {t['n_baseline']}</td>"
-                 f"<td class='claim'>{claim}</td><td>{g['verdict']}</td></tr>")
+                 f"<td>{paired}</td><td>{detectable}</td><td class='claim'>{claim}</td><td>{needed}</td>"
+                 f"<td>{g['verdict']}</td></tr>")
     return ("<table class='gains'><tr><th>architecture</th><th>variant</th><th>against</th><th>data</th>"
-            "<th>val-acc gain, points</th><th>95% CI</th><th>Welch p</th><th>seeds</th><th>claimed gain</th>"
-            f"<th>verdict</th></tr>{body}</table>")
+            "<th>val-acc gain, points</th><th>95% CI (Welch)</th><th>Welch p</th><th>seeds</th>"
+            "<th>paired by seed: 95% CI, p</th><th>detectable at 80% power, points</th><th>claimed gain</th>"
+            f"<th>seeds the claim needs</th><th>verdict</th></tr>{body}</table>")
 
 
 def save_figure(fig, path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
@@ -48,3 +49,69 @@ def test_verdicts_follow_the_rule():
 def test_summary():
     assert stats.summary([1.0, 2.0, 3.0]) == {"n": 3, "mean": 2.0, "sd": 1.0}
     assert stats.summary([0.5])["sd"] is None
+
+
+# ---- paired test and power, against SciPy and statsmodels -----------------------------------------
+
+def test_paired_test_matches_scipy_over_the_seeds_both_sides_ran():
+    variant = {42: 0.846, 43: 0.851, 44: 0.839, 45: 0.848}
+    baseline = {42: 0.797, 43: 0.809, 44: 0.786}  # seed 45 has no partner
+    got = stats.paired(variant, baseline)
+    ref = scipy_stats.ttest_rel([0.846, 0.851, 0.839], [0.797, 0.809, 0.786])
+    ci = ref.confidence_interval(0.95)
+    assert got["n_pairs"] == 3 and got["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert (got["ci_low"], got["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+    assert stats.paired({42: 0.8}, {42: 0.7})["ci_low"] is None  # one pair judges nothing
+
+
+def test_power_matches_statsmodels():
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    for effect, sd, n in ((0.0491, 0.01, 2), (0.0109, 0.006, 3), (0.02, 0.015, 5), (0.005, 0.004, 10)):
+        assert stats.power(effect, sd, n) == pytest.approx(
+            TTestIndPower().power(effect_size=effect / sd, nobs1=n, alpha=0.05), rel=1e-6)
+        assert stats.power(effect, sd, n, pairs=True) == pytest.approx(
+            TTestPower().power(effect_size=effect / sd, nobs=n, alpha=0.05), rel=1e-6)
+
+
+def test_detectable_gain_and_seeds_needed_match_statsmodels():
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    sd = 0.006
+    for n in (2, 3, 5, 10):
+        d = TTestIndPower().solve_power(nobs1=n, alpha=0.05, power=0.8)
+        assert stats.detectable_gain(sd, n) == pytest.approx(d * sd, rel=1e-5)
+        d = TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8)
+        assert stats.detectable_gain(sd, n, pairs=True) == pytest.approx(d * sd, rel=1e-5)
+    sd = 0.02  # statsmodels' solver does not converge at a few seeds; it needs a wide spread
+    for gain in (0.0491, 0.0109, 0.004):  # the post's AlexNet and ResNet18 gains, and a small one
+        n = TTestIndPower().solve_power(effect_size=gain / sd, alpha=0.05, power=0.8)
+        assert stats.seeds_needed(gain, sd) == max(2, math.ceil(float(np.ravel(n)[0])))
+        n = TTestPower().solve_power(effect_size=gain / sd, alpha=0.05, power=0.8)
+        assert stats.seeds_needed(gain, sd, pairs=True) == max(2, math.ceil(float(np.ravel(n)[0])))
+    assert stats.detectable_gain(sd, 1) is None and stats.detectable_gain(0.0, 4) is None
+
+
+def test_pooled_sd():
+    assert stats.pooled_sd([1.0, 3.0], [2.0, 4.0, 6.0]) == pytest.approx(math.sqrt((2 + 8) / 3))
+    assert stats.pooled_sd([1.0], [2.0, 3.0]) is None
+
+
+def test_gains_carry_the_paired_test_and_the_power_and_the_findings_say_it():
+    from pipeline import results
+
+    def row(attention, accs, claim):
+        return {"arch": "alexnet", "attention": attention, "dataset": "cifar10", "comparable": True,
+                "seeds": [42, 43, 44], "val_accs": accs, "claim": {"val_acc": claim}}
+    rows = [row("none", [0.797, 0.809, 0.786], 0.7967), row("na-blog", [0.846, 0.851, 0.839], 0.8458)]
+    (gain,) = results.gains(rows)
+    assert gain["paired"]["n_pairs"] == 3
+    assert gain["paired"]["p_value"] == pytest.approx(
+        scipy_stats.ttest_rel([0.846, 0.851, 0.839], [0.797, 0.809, 0.786]).pvalue)
+    sd = stats.pooled_sd([0.846, 0.851, 0.839], [0.797, 0.809, 0.786])
+    assert gain["power"] == {"sd": sd, "n": 3, "detectable": stats.detectable_gain(sd, 3),
+                             "seeds_for_claim": stats.seeds_needed(0.8458 - 0.7967, sd)}
+    text = " ".join(results.findings("paper", rows, [gain], [], None))
+    assert f"the smallest gain Welch's test detects with 80% power is {100 * gain['power']['detectable']:.2f}" in text
+    html = results.gains_html([gain])
+    assert "paired by seed" in html and "seeds the claim needs" in html

@@ -15,8 +15,10 @@
 # Per configuration: final-epoch train accuracy, validation accuracy of the best checkpoint,
 # parameter count and inference throughput (mean ± standard deviation over seeds), beside the
 # figures the blog post claims. Then each attention variant's gain over its baseline (and over
-# the scalar gate control, when it ran) with a 95% interval and Welch's t-test over seeds, and a
-# verdict on each claim. Everything is written to reports/comparison.json for the HTML report.
+# the scalar gate control and the fixed 0.5 scale, when they ran) with a 95% interval and Welch's
+# t-test over seeds, the paired test and the power of our seeds, and a verdict on each claim; and
+# where each variant starts training (first loss, logits' scale). Everything is written to
+# reports/<configuration>/comparison.json and figures/comparison.png for the HTML report.
 
 # %% tags=["parameters"]
 profile = "demo"
@@ -24,6 +26,10 @@ configuration = "demo"  # the folder of this configuration's results (pipeline/p
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
 from pipeline import atomic, claims, paths, results, stats
@@ -34,15 +40,38 @@ loaded = [results.load_run(layout, r) for r in runs]
 rows = results.comparison(loaded)
 vs_baseline = results.gains(rows, against="none")
 vs_gate = results.gains(rows, against="gate")
+vs_half = results.gains(rows, against="half")
 degeneracy = results.na_blog_degeneracy([results.load_attention(layout, r) for r in runs])
-findings = results.findings(profile, rows, vs_baseline, vs_gate, degeneracy)
+initial = results.initial_scale(loaded)
+findings = (results.findings(profile, rows, vs_baseline, vs_gate, degeneracy)
+            + results.scale_findings(initial, vs_half))
 atomic.write_json(layout.comparison_table, {
     "profile": profile, "claim_source": claims.SOURCE, "claim_throughput_setup": claims.THROUGHPUT_SETUP,
     "eval_device": sorted({r["eval"]["device"] for r in loaded}),
     "eval_engine": sorted({r["eval"].get("inference", "eager paddle") for r in loaded}),
-    "rule": stats.RULE, "test": stats.TESTS,
-    "rows": rows, "gains": vs_baseline, "gate_controls": vs_gate, "na_blog": degeneracy, "findings": findings,
+    "rule": stats.RULE, "test": stats.TESTS, "scale_rule": results.SCALE_RULE,
+    "rows": rows, "gains": vs_baseline, "gate_controls": vs_gate, "half_controls": vs_half,
+    "initial_scale": initial, "na_blog": degeneracy, "findings": findings,
 })
+
+# %% [markdown]
+# ## Where each variant starts
+# The first step's loss and the standard deviation of its logits, before any update (mean over
+# seeds). A gate that starts at 0.5 after every layer shrinks the logits, and with them the loss.
+
+# %%
+archs = list(dict.fromkeys(r["arch"] for r in initial))
+fig, axes = plt.subplots(2, max(1, len(archs)), figsize=(5.5 * max(1, len(archs)), 6.5), squeeze=False)
+for column, arch in enumerate(archs):
+    mine = [r for r in initial if r["arch"] == arch]
+    names = [r["attention"] for r in mine]
+    for row, (key, label) in enumerate((("loss", "first loss"), ("logit_std", "logits' std at step 0"))):
+        ax = axes[row][column]
+        ax.bar(names, [r[key] for r in mine], color="#4c72b0")
+        ax.set(title=f"{arch}: {label}", ylabel=label)
+        ax.tick_params(axis="x", rotation=45)
+fig.tight_layout()
+results.save_figure(fig, layout.notebook_figure("comparison"))
 
 # %% [markdown]
 # ## Findings (generated from the numbers above)
@@ -58,4 +87,4 @@ HTML(results.comparison_html(rows))
 # the gain (Welch's t-test over seeds). With one seed per side nothing is judged.
 
 # %%
-HTML(results.gains_html(vs_baseline + vs_gate))
+HTML(results.gains_html(vs_baseline + vs_gate + vs_half))

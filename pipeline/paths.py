@@ -120,9 +120,9 @@ class Layout:
         return [kind(r) for r in runs for kind in kinds]
 
     def notebook_writes(self, name: str) -> list[Path]:
-        """What a notebook writes: the executed notebook, its HTML, and its figure or table."""
-        made = self.comparison_table if name == "comparison" else self.notebook_figure(name)
-        return [self.executed_notebook(name), self.notebook_html(name), made]
+        """What a notebook writes: the executed notebook, its HTML, its figure, and the comparison's table."""
+        table = [self.comparison_table] if name == "comparison" else []
+        return [self.executed_notebook(name), self.notebook_html(name), *table, self.notebook_figure(name)]
 
     def report_inputs(self, archs: list[str], runs: list[str]) -> list[Path]:
         """Everything the report stage reads: the notebooks' outputs and, for the provenance

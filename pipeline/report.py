@@ -205,7 +205,12 @@ configurations is comparable). Mean ± standard deviation over seeds.</p>
 <h2>Does NA help? Gains over the baseline and over the gate control</h2>
 <p>Rule: {html.escape(table['rule'])}. Test: {html.escape(table['test'])}. The gate control
 (y = x · sigmoid(beta), one learned scalar) is what na-blog reduces to.</p>
-{results.gains_html(table['gains'] + table['gate_controls'])}
+{results.gains_html(table['gains'] + table['gate_controls'] + table['half_controls'])}
+
+<h2>Where each variant starts</h2>
+<p>The first step's loss and the standard deviation of its logits, before any update, mean over
+seeds. Rule: {html.escape(table['scale_rule'])}.</p>
+{image_tag(layout.notebook_figure('comparison'), "First loss and logits' scale at step 0 per attention variant")}
 
 <h2>Learning curves</h2>
 {image_tag(layout.notebook_figure('learning_curves'),

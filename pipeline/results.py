@@ -93,6 +93,55 @@ def power(variant: dict, baseline: dict, claimed: float | None) -> dict:
             "seeds_for_claim": stats.seeds_needed(claimed, sd) if sd and claimed else None}
 
 
+def initial_scale(runs: list[dict]) -> list[dict]:
+    """Per configuration, where training started: the first step's loss and the standard deviation
+    of its logits, before any update (mean over seeds; runs that did not record it are left out)."""
+    rows = []
+    for experiment in dict.fromkeys(r["experiment"] for r in runs):
+        mine = [r for r in runs if r["experiment"] == experiment and r["train"].get("initial")]
+        if mine:
+            rows.append({"experiment": experiment, "arch": mine[0]["arch"], "attention": mine[0]["attention"],
+                         "loss": statistics.fmean(r["train"]["initial"]["loss"] for r in mine),
+                         "logit_std": statistics.fmean(r["train"]["initial"]["logit_std"] for r in mine),
+                         "seeds": len(mine)})
+    return rows
+
+
+# When na-blog's gain over the baseline counts as explained by its initial scale.
+SCALE_RULE = ("na-blog's gain is explained by its initial scale when it does no better than `half` (y = 0.5 x, "
+              "fixed): the 95% Welch interval of na-blog minus half reaches zero or lies below it")
+
+
+def scale_findings(initial: list[dict], gains_vs_half: list[dict]) -> list[str]:
+    """Where each variant starts, and na-blog against the fixed 0.5 scale, by SCALE_RULE."""
+    out = []
+    by_key = {(r["arch"], r["attention"]): r for r in initial}
+    for arch in dict.fromkeys(r["arch"] for r in initial):
+        base, blog = by_key.get((arch, "none")), by_key.get((arch, "na-blog"))
+        if base and blog:
+            half = by_key.get((arch, "half"))
+            also = f", and {half['logit_std']:.3f} with half" if half else ""
+            out.append(f"{arch} at step 0: the logits' standard deviation is {base['logit_std']:.3f} without "
+                       f"attention and {blog['logit_std']:.3f} with na-blog{also}; the first loss is "
+                       f"{base['loss']:.3f} against {blog['loss']:.3f}.")
+    for g in gains_vs_half:
+        if g["attention"] != "na-blog":
+            continue
+        t = g["test"]
+        if t["ci_low"] is None:
+            verdict = "too few seeds to say whether the initial scale explains its gain"
+        elif t["ci_low"] <= 0:
+            verdict = "it does no better than the fixed scale, so its gain is explained by the initial scale"
+        else:
+            verdict = "it does better than the fixed scale, so the initial scale alone does not explain its gain"
+        out.append(f"{g['arch']}: na-blog against half (y = 0.5 x, its value at initialisation): "
+                   f"{_test_text(t)}; {verdict}.")
+    if initial and not gains_vs_half and any(r["attention"] == "na-blog" for r in initial):
+        out.append("No half control ran beside na-blog; add half to `attentions` to test whether its initial "
+                   "scale explains its gain.")
+    return out
+
+
 def na_blog_degeneracy(attention: list[dict]) -> dict | None:
     """What the trained na-blog layers actually compute, over every na-blog run."""
     layers = [layer for a in attention if a["attention"] == "na-blog" for layer in a["layers"]]

@@ -306,9 +306,11 @@ def main(params: dict, run: str) -> None:
         for x, y in bar:
             logits, loss = training_step(net, optimizer, x, y, s["label_smoothing"], autocast, scaler)
             scheduler.step()
-            if "precision" not in progress:  # what the network computed in, read once: Paddle turns
-                # bf16 off, with a warning, on GPUs without it, and autocast does nothing on the CPU
+            if "precision" not in progress:  # the first step, read once: what the network computed in
+                # (Paddle turns bf16 off, with a warning, on GPUs without it, and autocast does nothing on
+                # the CPU), and the scale it started at, before any update
                 progress["precision"] = PRECISION.get(logits.dtype, str(logits.dtype))
+                progress["initial"] = {"loss": float(loss), "logit_std": float(logits.astype("float32").std())}
             window.append((progress["step"], loss.detach(), len(y)))
             correct += (logits.argmax(axis=-1) == y).sum()
             seen += len(y)
@@ -370,7 +372,7 @@ def write_outputs(layout: paths.Layout, run: str, s: dict, model, optimizer, pro
         "final_val_acc": last["val_acc"], "epochs": s["epochs"], "steps": progress["step"],
         "train_images": train_images, "val_images": val_images, "image_size": s["image_size"],
         "dataset": s["dataset"], "device": where, "seconds": round(last["seconds"], 1),
-        "amp": s["amp"], "precision": progress["precision"],
+        "amp": s["amp"], "precision": progress["precision"], "initial": progress.get("initial"),
         "params": count_parameters(model),
         "checkpoint_sha256": {f.name: atomic.digest(f) for f in sorted(layout.checkpoints(run).glob("*.pd*"))},
     })

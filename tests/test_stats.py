@@ -115,3 +115,29 @@ def test_gains_carry_the_paired_test_and_the_power_and_the_findings_say_it():
     assert f"the smallest gain Welch's test detects with 80% power is {100 * gain['power']['detectable']:.2f}" in text
     html = results.gains_html([gain])
     assert "paired by seed" in html and "seeds the claim needs" in html
+
+
+def test_initial_scale_and_the_half_control_findings():
+    from pipeline import results
+
+    def run(attention, seed, loss, logit_std, acc):
+        return {"experiment": f"alexnet-{attention}", "arch": "alexnet", "attention": attention, "seed": seed,
+                "train": {"initial": {"loss": loss, "logit_std": logit_std}}, "acc": acc}
+    runs = [run("none", 42, 6.6, 4.0, 0.79), run("none", 43, 6.4, 3.8, 0.80),
+            run("na-blog", 42, 2.31, 0.05, 0.846), run("na-blog", 43, 2.30, 0.04, 0.851),
+            run("half", 42, 2.35, 0.13, 0.845), run("half", 43, 2.33, 0.12, 0.852)]
+    initial = results.initial_scale(runs)
+    assert [(r["attention"], r["seeds"]) for r in initial] == [("none", 2), ("na-blog", 2), ("half", 2)]
+    assert initial[0]["loss"] == pytest.approx(6.5) and initial[1]["logit_std"] == pytest.approx(0.045)
+
+    def row(attention, accs):
+        return {"arch": "alexnet", "attention": attention, "dataset": "cifar10", "comparable": True,
+                "seeds": [42, 43], "val_accs": accs, "claim": {"val_acc": None}}
+    rows = [row("none", [0.79, 0.80]), row("na-blog", [0.846, 0.851]), row("half", [0.845, 0.852])]
+    text = " ".join(results.scale_findings(initial, results.gains(rows, against="half")))
+    assert "standard deviation is 3.900 without attention and 0.045 with na-blog, and 0.125 with half" in text
+    assert "na-blog against half" in text and "its gain is explained by the initial scale" in text
+    better = [row("none", [0.79, 0.80]), row("na-blog", [0.90, 0.901]), row("half", [0.845, 0.846])]
+    text = " ".join(results.scale_findings(initial, results.gains(better, against="half")))
+    assert "the initial scale alone does not explain its gain" in text
+    assert "add half" in " ".join(results.scale_findings(initial[:2], []))

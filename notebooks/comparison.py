@@ -51,7 +51,8 @@ atomic.write_json(layout.comparison_table, {
     "eval_engine": sorted({r["eval"].get("inference", "eager paddle") for r in loaded}),
     "rule": stats.RULE, "test": stats.TESTS, "scale_rule": results.SCALE_RULE,
     "rows": rows, "gains": vs_baseline, "gate_controls": vs_gate, "half_controls": vs_half,
-    "initial_scale": initial, "na_blog": degeneracy, "findings": findings,
+    "initial_scale": initial, "variants": results.variants(rows, vs_baseline), "na_blog": degeneracy,
+    "findings": findings,
 })
 
 # %% [markdown]
@@ -88,3 +89,9 @@ HTML(results.comparison_html(rows))
 
 # %%
 HTML(results.gains_html(vs_baseline + vs_gate + vs_half))
+
+# %% [markdown]
+# ## Every variant: which module, at what price
+
+# %%
+HTML(results.variants_html(results.variants(rows, vs_baseline)))

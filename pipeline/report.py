@@ -207,6 +207,13 @@ configurations is comparable). Mean ± standard deviation over seeds.</p>
 (y = x · sigmoid(beta), one learned scalar) is what na-blog reduces to.</p>
 {results.gains_html(table['gains'] + table['gate_controls'] + table['half_controls'])}
 
+<h2>Every variant: which module, at what price</h2>
+<p>Per variant that ran: validation accuracy over seeds, its gain over the baseline with Welch's
+95% interval, the parameters it adds, and its training time over the baseline's (the runs' own
+wall time, same machine and recipe). The verdict is the claim's where the post made one, else the
+direction of the interval.</p>
+{results.variants_html(table['variants'])}
+
 <h2>Where each variant starts</h2>
 <p>The first step's loss and the standard deviation of its logits, before any update, mean over
 seeds. Rule: {html.escape(table['scale_rule'])}.</p>

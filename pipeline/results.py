@@ -57,6 +57,7 @@ def comparison(runs: list[dict]) -> list[dict]:
             "claim_dataset": claim.get("dataset"), "comparable": all(comparable(r, claim) for r in mine),
             "ours": ours, "spread": {"train_acc": train_acc, "val_acc": val_acc},
             "val_accs": [r["eval"]["val_acc"] for r in mine],
+            "train_seconds": statistics.fmean(r["train"]["seconds"] for r in mine),
             "claim": {k: claim.get(k) for k in ours},
             "difference": {k: (ours[k] - claim[k]) if claim.get(k) is not None else None for k in ours},
         })
@@ -91,6 +92,56 @@ def power(variant: dict, baseline: dict, claimed: float | None) -> dict:
     n = min(len(variant["val_accs"]), len(baseline["val_accs"]))
     return {"sd": sd, "n": n, "detectable": stats.detectable_gain(sd, n) if sd else None,
             "seeds_for_claim": stats.seeds_needed(claimed, sd) if sd and claimed else None}
+
+
+def _direction(test: dict) -> str:
+    if test["ci_low"] is None:
+        return "cannot be judged (fewer than 2 seeds per side)"
+    if test["ci_low"] > 0:
+        return "better than the baseline"
+    if test["ci_high"] < 0:
+        return "worse than the baseline"
+    return "no difference our seeds detect"
+
+
+def variants(rows: list[dict], gains_vs_baseline: list[dict]) -> list[dict]:
+    """One row per variant that ran, baselines included: which module, at what price. Val acc over
+    seeds, its gain over the baseline (Welch's 95% interval), the parameters it adds, its training
+    time over the baseline's (from the runs' own summaries, same machine and recipe), and a verdict:
+    the claim's where the post made one, else the direction of the interval."""
+    gains = {(g["arch"], g["attention"]): g for g in gains_vs_baseline}
+    base = {r["arch"]: r for r in rows if r["attention"] == "none"}
+    out = []
+    for r in rows:
+        b, g = base.get(r["arch"]), gains.get((r["arch"], r["attention"]))
+        verdict = "baseline" if r["attention"] == "none" else (
+            g["verdict"] if g and g["claim"] is not None else _direction(g["test"]) if g else "no baseline ran")
+        out.append({
+            "arch": r["arch"], "attention": r["attention"], "dataset": r["dataset"], "n": len(r["val_accs"]),
+            "mean": r["spread"]["val_acc"]["mean"], "sd": r["spread"]["val_acc"]["sd"],
+            "gain": g["test"] if g else None,
+            "params_added": r["ours"]["params"] - b["ours"]["params"] if b else None,
+            "train_cost": r["train_seconds"] / b["train_seconds"] - 1 if b and b["train_seconds"] else None,
+            "verdict": verdict,
+        })
+    return out
+
+
+def variants_html(table: list[dict]) -> str:
+    body = ""
+    for v in table:
+        sd = "" if v["sd"] is None else f" ± {100 * v['sd']:.2f}"
+        t = v["gain"]
+        gain = "–" if t is None else _points(t["diff"]) + (
+            "" if t["ci_low"] is None else f" ({_points(t['ci_low'])} to {_points(t['ci_high'])})")
+        added = "–" if v["params_added"] is None else f"{v['params_added']:,}"
+        cost = "–" if v["train_cost"] is None else f"{v['train_cost']:+.1%}"
+        body += (f"<tr><td>{v['arch']}</td><td>{v['attention']}</td><td>{v['dataset']}</td>"
+                 f"<td>{100 * v['mean']:.2f}{sd}</td><td>{v['n']}</td><td>{gain}</td><td>{added}</td>"
+                 f"<td>{cost}</td><td>{v['verdict']}</td></tr>")
+    return ("<table class='variants'><tr><th>architecture</th><th>variant</th><th>data</th>"
+            "<th>val acc, % (mean ± sd)</th><th>seeds</th><th>gain over the baseline, points (95% CI)</th>"
+            f"<th>parameters added</th><th>training time over the baseline</th><th>verdict</th></tr>{body}</table>")
 
 
 def initial_scale(runs: list[dict]) -> list[dict]:

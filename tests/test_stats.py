@@ -141,3 +141,22 @@ def test_initial_scale_and_the_half_control_findings():
     text = " ".join(results.scale_findings(initial, results.gains(better, against="half")))
     assert "the initial scale alone does not explain its gain" in text
     assert "add half" in " ".join(results.scale_findings(initial[:2], []))
+
+
+def test_one_table_for_every_variant_says_which_module_at_what_price():
+    from pipeline import results
+
+    def row(attention, accs, params, seconds, claim=None):
+        return {"arch": "alexnet", "attention": attention, "dataset": "cifar10", "comparable": True,
+                "seeds": [42, 43], "val_accs": accs, "claim": {"val_acc": claim}, "train_seconds": seconds,
+                "ours": {"params": params}, "spread": {"val_acc": stats.summary(accs)}}
+    rows = [row("none", [0.79, 0.80], 1000, 100.0, claim=0.7967), row("na-blog", [0.846, 0.851], 1010, 130.0, 0.8458),
+            row("se", [0.70, 0.71], 1500, 110.0), row("simam", [0.794, 0.797], 1000, 120.0)]
+    table = {v["attention"]: v for v in results.variants(rows, results.gains(rows))}
+    assert table["none"]["verdict"] == "baseline" and table["none"]["params_added"] == 0
+    assert table["na-blog"]["params_added"] == 10 and table["na-blog"]["train_cost"] == pytest.approx(0.30)
+    assert table["na-blog"]["verdict"] in ("reproduced", "not reproduced")  # the post's claim decides
+    assert table["se"]["verdict"] == "worse than the baseline" and table["se"]["params_added"] == 500
+    assert table["simam"]["verdict"] == "no difference our seeds detect"
+    html = results.variants_html(list(table.values()))
+    assert "+30.0%" in html and "500" in html and "which" not in html

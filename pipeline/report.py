@@ -202,9 +202,10 @@ inference throughput on {html.escape(', '.join(table['eval_device']))} through
 configurations is comparable). Mean ± standard deviation over seeds.</p>
 {results.comparison_html(table['rows'])}
 
-<h2>Does NA help? Gains over the baseline and over the gate control</h2>
+<h2>Does NA help? Gains over the baseline and over the gate and half controls</h2>
 <p>Rule: {html.escape(table['rule'])}. Test: {html.escape(table['test'])}. The gate control
-(y = x · sigmoid(beta), one learned scalar) is what na-blog reduces to.</p>
+(y = x · sigmoid(beta), one learned scalar) is what na-blog reduces to; half (y = 0.5 x, fixed) is
+where both start.</p>
 {results.gains_html(table['gains'] + table['gate_controls'] + table['half_controls'])}
 
 <h2>Every variant: which module, at what price</h2>

@@ -182,7 +182,8 @@ def scale_findings(initial: list[dict], gains_vs_half: list[dict]) -> list[str]:
         if t["ci_low"] is None:
             verdict = "too few seeds to say whether the initial scale explains its gain"
         elif t["ci_low"] <= 0:
-            verdict = "it does no better than the fixed scale, so its gain is explained by the initial scale"
+            verdict = ("it does no better than the fixed scale, so what it gains over the baseline is explained by "
+                       "the initial scale")
         else:
             verdict = "it does better than the fixed scale, so the initial scale alone does not explain its gain"
         out.append(f"{g['arch']}: na-blog against half (y = 0.5 x, its value at initialisation): "

@@ -14,7 +14,7 @@ from tests.conftest import assert_nothing_lost, copy_project, run
 pytestmark = pytest.mark.e2e
 CONFIGURATIONS = [f"{a}-{t}" for a in ("alexnet", "resnet18") for t in ("none", "na-blog", "gate")]
 RUNS = [f"{c}-s{seed}" for c in CONFIGURATIONS for seed in (42, 43)]
-FIGURES = 3  # learning curves, prediction grid, attention diagnostics
+FIGURES = 4  # learning curves, prediction grid, where each variant starts, attention diagnostics
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,9 @@ def test_report_shows_every_configuration_beside_the_claim(built):
         assert f"<td>{experiment}</td>" in page
     assert "0.7967" in page and "0.8458" in page  # the post's claimed val accuracies, labelled as the claim
     assert page.count('src="data:image/png;base64,') == FIGURES
+    for section in ("Every variant: which module, at what price", "Where each variant starts",
+                    "paired by seed", "detectable at 80% power", "seeds the claim needs"):
+        assert section in page, section
     # Self-contained: nothing to fetch, so it opens offline.
     assert "<script" not in page and not re.search(r"""(src|href)=["']?(https?:)?//|url\(|@import""", page)
     for name in ("learning_curves", "predictions", "comparison", "diagnostics"):
@@ -48,6 +51,13 @@ def test_every_number_comes_from_artifacts(built):
     other_seed = json.loads((built / "runs/ci/eval/alexnet-na-blog-s43/metrics.json").read_text())
     assert row["ours"]["val_acc"] == pytest.approx((evaluation["val_acc"] + other_seed["val_acc"]) / 2)
     assert f"{row['ours']['val_acc']:.4f}" in (built / "reports/ci/index.html").read_text()
+    # where training started, from each run's own summary
+    summaries = [json.loads((built / f"runs/ci/train/alexnet-na-blog-s{seed}/summary.json").read_text())
+                 for seed in (42, 43)]
+    start = next(r for r in table["initial_scale"] if r["experiment"] == "alexnet-na-blog")
+    assert start["loss"] == pytest.approx(sum(s["initial"]["loss"] for s in summaries) / 2)
+    variant = next(v for v in table["variants"] if (v["arch"], v["attention"]) == ("alexnet", "na-blog"))
+    assert variant["params_added"] == 10 and variant["mean"] == pytest.approx(row["ours"]["val_acc"])
 
 
 def test_provenance_lists_every_artifact_with_its_digest_commit_versions_and_wall_times(built):
@@ -168,8 +178,10 @@ def test_benchmark_runs_and_the_report_shows_it(built):
     result = json.loads((built / "reports/bench/bench.json").read_text())
     for key in ("eval_speedup", "data_speedup", "thread_speedup", "intra_op_speedup", "noop_seconds"):
         assert isinstance(result[key], float) and result[key] > 0, key
-    assert set(result["na_overhead"]) == {"na-blog", "na-official", "na-paper", "gate"}
-    assert len(result["training"]) == 4 * 5 and "| eval_speedup" in out
+    from pipeline.models import ATTENTIONS
+
+    assert set(result["na_overhead"]) == set(ATTENTIONS) - {"none"}  # every variant's cost, peers included
+    assert len(result["training"]) == 4 * len(ATTENTIONS) and "| eval_speedup" in out
     assert result["host_device"]["val_seconds_prepared_once"] > 0 and "read back every step" in out
     run(["python", "-m", "pipeline", "report"], cwd=built)
     page = (built / "reports/ci/index.html").read_text()

@@ -302,7 +302,7 @@ def compiler() -> Row:
     from pipeline.models import NAOfficial
 
     x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 8, 5, 5)).astype(np.float32))
-    layer = NAOfficial()
+    layer = NAOfficial(8)
     layer.gamma.set_value(paddle.full([1], 1.5))  # it starts at 0, where every gate is the same
     diff = float((layer(x) - layer.composed(x)).abs().max())
     result = "ok" if diff < 1e-5 else "FAIL"

@@ -43,6 +43,7 @@ vs_gate = results.gains(rows, against="gate")
 vs_half = results.gains(rows, against="half")
 degeneracy = results.na_blog_degeneracy([results.load_attention(layout, r) for r in runs])
 initial = results.initial_scale(loaded)
+variants = results.variants(rows, vs_baseline)
 findings = (results.findings(profile, rows, vs_baseline, vs_gate, degeneracy)
             + results.scale_findings(initial, vs_half))
 atomic.write_json(layout.comparison_table, {
@@ -51,7 +52,7 @@ atomic.write_json(layout.comparison_table, {
     "eval_engine": sorted({r["eval"].get("inference", "eager paddle") for r in loaded}),
     "rule": stats.RULE, "test": stats.TESTS, "scale_rule": results.SCALE_RULE,
     "rows": rows, "gains": vs_baseline, "gate_controls": vs_gate, "half_controls": vs_half,
-    "initial_scale": initial, "variants": results.variants(rows, vs_baseline), "na_blog": degeneracy,
+    "initial_scale": initial, "variants": variants, "na_blog": degeneracy,
     "findings": findings,
 })
 
@@ -94,4 +95,4 @@ HTML(results.gains_html(vs_baseline + vs_gate + vs_half))
 # ## Every variant: which module, at what price
 
 # %%
-HTML(results.variants_html(results.variants(rows, vs_baseline)))
+HTML(results.variants_html(variants))

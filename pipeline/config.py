@@ -271,12 +271,13 @@ def run_settings(params: dict, run: str) -> dict:
     if experiment not in experiments(params) or seed not in params["seeds"]:
         raise ConfigError(f"run {run!r} is not in the experiment matrix: {', '.join(runs(params))}")
     arch, attention = split_experiment(experiment)
+    return {**arch_settings(params, arch), "run": run, "experiment": experiment, "attention": attention, "seed": seed}
+
+
+def arch_settings(params: dict, arch: str) -> dict:
+    """The active profile's settings for one architecture, per-architecture values resolved."""
     settings = profile_settings(params)
     per_arch = {key: value[arch] for key, value in settings.items()
                 if key in ("image_size", "train_runtime_min") and isinstance(value, dict)}
-    return {
-        **settings, **per_arch,
-        "run": run, "experiment": experiment, "arch": arch, "attention": attention, "seed": seed,
-        "dataset": settings["datasets"][arch],
-    }
+    return {**settings, **per_arch, "arch": arch, "dataset": settings["datasets"][arch]}
 

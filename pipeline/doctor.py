@@ -316,8 +316,8 @@ def main(params: dict, data_parallel_worker: bool = False) -> None:
     s = config.profile_settings(params)
     if data_parallel_worker:
         return run_data_parallel_worker(s)
-    sizes = {arch: s["image_size"][arch] if isinstance(s["image_size"], dict) else s["image_size"]
-             for arch in params["archs"]}
+    per_arch = [config.arch_settings(params, arch) for arch in params["archs"]]
+    sizes = {a["arch"]: a["image_size"] for a in per_arch}
     print(f"Checking this machine for profile {params['profile']} (device: {s['device']}, amp: {s['amp']}); "
           "each row prints when its check ends.\n")
     print(f"{'check':<30} {'result':<8} found")
@@ -330,8 +330,8 @@ def main(params: dict, data_parallel_worker: bool = False) -> None:
     rows += predictors(params, sizes, dev)
     if dev == "cpu":
         rows.append(show(Row("GPU predictor", "not run", no_gpu)))
-    loader_settings = {**s, "image_size": max(sizes.values())}
-    rows += [show(loader(loader_settings, dev)), show(data_parallel(s, dev, gpu_count)), show(compiler())]
+    largest = max(per_arch, key=lambda a: a["image_size"])  # the loader's heaviest batches
+    rows += [show(loader(largest, dev)), show(data_parallel(s, dev, gpu_count)), show(compiler())]
     counts = {r: sum(row.result == r for row in rows) for r in ("ok", "warn", "FAIL", "not run")}
     print(f"\n{', '.join(f'{n} {r}' for r, n in counts.items())} in {time.perf_counter() - started:.0f} s")
     if counts["FAIL"]:

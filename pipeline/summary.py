@@ -49,7 +49,7 @@ def variants(params: dict) -> list[dict]:
     total parameters, those the attention adds, and its share of the forward FLOPs."""
     rows = []
     for arch in params["archs"]:
-        s = config.run_settings(params, config.run_name(f"{arch}-{params['attentions'][0]}", params["seeds"][0]))
+        s = config.arch_settings(params, arch)
         models = {a: build_model(arch, a, NUM_CLASSES[s["dataset"]], s["image_size"]) for a in ATTENTIONS}
         totals = {a: count_parameters(m)["total"] for a, m in models.items()}
         for attention, model in models.items():

@@ -24,7 +24,7 @@ from pipeline import atomic, device, images, paths
 from pipeline.models import ATTENTIONS
 
 # (arch, image size): the demo's sizes and the paper's
-TRAINING = (("alexnet", 64), ("alexnet", 128), ("resnet18", 32), ("resnet18", 128))
+TRAINING = (("alexnet", 64), ("alexnet", 128), ("resnet18", 16), ("resnet18", 128))
 DATA_SIZES = (128, 64, 32)  # output sizes from 32 px sources (CIFAR, the demo's digits)
 THREAD_WORKLOADS = (("alexnet", 128), ("resnet18", 32))
 NA_OVERHEAD_WORKLOAD = ("alexnet", 128)  # the headline na_overhead; timed 3x as often, its ratios are small

@@ -39,6 +39,7 @@ def table(params: dict) -> list[dict]:
         comparable = claim.get("dataset") == s["dataset"] and s["image_size"] == 128
         rows.append({"experiment": experiment, "dataset": s["dataset"], "image_size": s["image_size"],
                      **count_parameters(model), "claimed": claim.get("params") if comparable else None,
+                     "has_claim": bool(claim),
                      "gflops": flops["total"] / 1e9, "attention_share": flops["attention"] / flops["total"],
                      "gpu_minutes": gpu_minutes(s, flops["total"])})
     return rows
@@ -66,7 +67,8 @@ def main(params: dict) -> None:
     print(f"{'configuration':<18} {'dataset':<9} {'px':>4} {'total':>12} {'trainable':>12} {'post':>12}  match")
     for r in rows:
         claimed = f"{r['claimed']:,}" if r["claimed"] else "-"
-        match = "n/a (other data or size)" if not r["claimed"] else "yes" if r["claimed"] == r["total"] else "NO"
+        match = ("no claim (a control or peer)" if not r["has_claim"] else "n/a (other data or size)"
+                 if not r["claimed"] else "yes" if r["claimed"] == r["total"] else "NO")
         print(f"{r['experiment']:<18} {r['dataset']:<9} {r['image_size']:>4} {r['total']:>12,} "
               f"{r['trainable']:>12,} {claimed:>12}  {match}")
     print(f"\nForward GFLOPs per image (attention included) and an ESTIMATE of GPU minutes per run, assuming "
@@ -74,8 +76,14 @@ def main(params: dict) -> None:
     for r in rows:
         print(f"{r['experiment']:<20} {r['gflops']:>8.3f} GFLOPs  attention {r['attention_share']:>6.2%}  "
               f"~{r['gpu_minutes']:.0f} min")
-    total = sum(r["gpu_minutes"] for r in rows) * len(params["seeds"])
-    print(f"all {len(rows) * len(params['seeds'])} runs: ~{total:.0f} GPU minutes (an estimate, not a measurement)")
+    seeds = len(params["seeds"])
+    total = sum(r["gpu_minutes"] for r in rows) * seeds
+    print(f"all {len(rows) * seeds} runs: ~{total:.0f} GPU minutes (an estimate, not a measurement)")
+    # Attention modules add well under 1% of the FLOPs, so any variant costs about what the baseline does.
+    per_variant = sum(r["gpu_minutes"] for r in rows if r["experiment"].endswith("-none")) * seeds
+    per_seed = total / seeds
+    print(f"each attention added to `attentions`: ~{per_variant:.0f} GPU minutes ({seeds} seeds); "
+          f"each seed added to `seeds`: ~{per_seed:.0f}")
     print("\nEvery attention variant (name it in `attentions` to run it): parameters, those the attention adds, "
           "and its share of the forward FLOPs")
     print(f"{'architecture':<13} {'attention':<12} {'total':>12} {'added':>8} {'FLOPs':>7}")

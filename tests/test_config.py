@@ -16,8 +16,9 @@ def params(monkeypatch):
 def test_default_profile_is_demo_on_digits(params):
     assert params["profile"] == "demo"
     assert set(config.profile_settings(params)["datasets"].values()) == {"digits"}
-    assert config.runs(params) == [f"{e}-s{seed}" for e in ("alexnet-none", "alexnet-na-blog", "resnet18-none",
-                                                            "resnet18-na-blog") for seed in (42, 43)]
+    # the post's four configurations and the gate control beside na-blog, at two seeds
+    assert config.runs(params) == [f"{arch}-{attention}-s{seed}" for arch in ("alexnet", "resnet18")
+                                   for attention in ("none", "na-blog", "gate") for seed in (42, 43)]
 
 
 def test_paper_profile_is_the_posts_recipe(params):
@@ -48,7 +49,7 @@ def test_the_small_profiles_follow_the_papers_recipe(params, profile):
 
 def test_demo_resolves_per_arch_sizes(params):
     s = config.run_settings(params, "resnet18-none-s42")
-    assert s["image_size"] == 32 and s["lr"] == 0.001 and s["device"] == "auto"
+    assert s["image_size"] == 16 and s["lr"] == 0.001 and s["device"] == "auto"
     assert config.run_settings(params, "alexnet-none-s42")["image_size"] == 64
 
 

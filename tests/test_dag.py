@@ -43,8 +43,8 @@ def both(tmp_path_factory):
 def test_same_commands(both):
     snake, dvc = both
     assert set(snake) == set(dvc)
-    # data per architecture, 8 x train, 8 x evaluate (4 configurations x 2 seeds), 4 notebooks, report
-    assert len(snake) == 2 + 8 + 8 + 4 + 1
+    # data per architecture, 12 x train, 12 x evaluate (6 configurations x 2 seeds), 4 notebooks, report
+    assert len(snake) == 2 + 12 + 12 + 4 + 1
 
 
 def test_same_outputs(both):
@@ -62,14 +62,14 @@ def test_same_inputs(both):
         assert all(any(covered(i, {d}) for i in job["inputs"]) for d in deps), command
 
 
-def test_paper_profile_plans_cifar_and_the_four_configurations_at_two_seeds_on_gpus(project):
+def test_paper_profile_plans_cifar_and_the_six_configurations_at_two_seeds_on_gpus(project):
     jobs = snakemake_jobs(project, "--config", "profile=paper")
     rules = sorted(j["rule"] for j in jobs.values())
-    assert rules.count("data") == 2 and rules.count("train") == 8 and rules.count("evaluate") == 8
+    assert rules.count("data") == 2 and rules.count("train") == 12 and rules.count("evaluate") == 12
     trained = sorted(c.split()[4] for c, j in jobs.items() if j["rule"] == "train")
-    assert trained[:2] == ["alexnet-na-blog-s42", "alexnet-na-blog-s43"]
+    assert trained[:4] == ["alexnet-gate-s42", "alexnet-gate-s43", "alexnet-na-blog-s42", "alexnet-na-blog-s43"]
     # The post's four runs alone, as README says.
-    jobs = snakemake_jobs(project, "--config", "profile=paper", "seeds=[42]")
+    jobs = snakemake_jobs(project, "--config", "profile=paper", "attentions=[none,na-blog]", "seeds=[42]")
     assert sum(j["rule"] == "train" for j in jobs.values()) == 4
     train_jobs = [j for j in jobs.values() if j["rule"] == "train"]
     assert all("gpu=1" in j["resources"] for j in train_jobs)

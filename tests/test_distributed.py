@@ -92,7 +92,7 @@ def test_paper_dry_run_reserves_devices_per_job_gpus_per_training(tmp_path):
     project = copy_project(tmp_path / "project")
     jobs = snakemake_jobs(project, "--config", "profile=paper", "devices_per_job=2", "seeds=[42]")
     train = [(c, j) for c, j in jobs.items() if j["rule"] == "train"]
-    assert len(train) == 4 and all("gpu=2" in j["resources"] for _, j in train)
+    assert len(train) == 6 and all("gpu=2" in j["resources"] for _, j in train)
     assert all("--set devices_per_job=2" in c and c.startswith("python -m pipeline train ") for c, _ in train)
     assert all("gpu=1" in j["resources"] for j in jobs.values() if j["rule"] == "evaluate")  # one GPU is enough
     bad = run(["snakemake", "-n", "all", "--config", "devices_per_job=3"], cwd=project, check=False)

@@ -12,17 +12,17 @@ import pytest
 from tests.conftest import assert_nothing_lost, copy_project, run
 
 pytestmark = pytest.mark.e2e
-CONFIGURATIONS = [f"{a}-{t}" for a in ("alexnet", "resnet18") for t in ("none", "na-blog", "gate")]
+CONFIGURATIONS = [f"{a}-{t}" for a in ("alexnet", "resnet18") for t in ("none", "na-blog", "gate", "half")]
 RUNS = [f"{c}-s{seed}" for c in CONFIGURATIONS for seed in (42, 43)]
 FIGURES = 4  # learning curves, prediction grid, where each variant starts, attention diagnostics
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """A fresh project copy on the ci profile, with the gate control and two seeds, after
-    `snakemake --cores 4 all`: enough runs for the statistics to say something."""
+    """A fresh project copy on the ci profile, its default matrix (the gate control, two seeds) and
+    the half control, after `snakemake --cores 4 all`: enough runs for every statistic and finding."""
     project = copy_project(tmp_path_factory.mktemp("e2e") / "project", profile="ci",
-                           attentions="[none, na-blog, gate]", seeds="[42, 43]")
+                           attentions="[none, na-blog, gate, half]")
     run(["snakemake", "--cores", "4", "all"], cwd=project)
     return project
 
@@ -99,12 +99,17 @@ def test_statistics_and_findings_come_from_the_runs(built):
     assert test["n_variant"] == test["n_baseline"] == 2 and test["ci_low"] <= test["diff"] <= test["ci_high"]
     assert 0 <= test["p_value"] <= 1
     assert gain["verdict"].startswith("not comparable")  # ci data is not CIFAR
-    assert {(g["arch"], g["attention"]) for g in table["gate_controls"]} == {("alexnet", "na-blog"),
-                                                                             ("resnet18", "na-blog")}
+    # every variant against each control: na-blog and half against the gate, na-blog and the gate against half
+    assert {(g["arch"], g["attention"]) for g in table["gate_controls"]} == {
+        (arch, variant) for arch in ("alexnet", "resnet18") for variant in ("na-blog", "half")}
     degeneracy = table["na_blog"]
     assert degeneracy["layers"] == 2 * (5 + 8) and degeneracy["g_spread_max"] < 1e-5
+    assert {(g["arch"], g["attention"]) for g in table["half_controls"]} == {
+        (arch, variant) for arch in ("alexnet", "resnet18") for variant in ("na-blog", "gate")}
     findings = " ".join(table["findings"])
     assert "ci profile" in findings and "na-blog against the scalar gate control" in findings
+    assert "na-blog against half (y = 0.5 x, its value at initialisation)" in findings
+    assert "with half" in findings and "No half control ran" not in findings
     assert f"{degeneracy['g_spread_max']:.1e}" in findings
     page = (built / "reports/ci/index.html").read_text()
     assert "<h2>Findings</h2>" in page and "95% CI" in page and "Welch" in page

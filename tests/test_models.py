@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -86,7 +88,13 @@ def test_params_command_prints_the_posts_counts(project):
                                  POST_COUNTS.values(), strict=True):
         line = next(x for x in out.splitlines() if x.startswith(experiment + " "))
         assert f"{count:,}" in line and line.endswith("yes")
-    assert "all 8 runs: ~" in out and "GPU minutes (an estimate, not a measurement)" in out
+    assert "all 12 runs: ~" in out and "GPU minutes (an estimate, not a measurement)" in out
+    # the price of each choice: a variant runs on every architecture at every seed; a seed reruns every configuration
+    total = int(re.search(r"all 12 runs: ~(\d+)", out)[1])
+    per_run = {e: int(m) for e, m in re.findall(r"^(\S+-none) .* ~(\d+) min$", out, re.M)}
+    choices = r"each attention added to `attentions`: ~(\d+) .*each seed added to `seeds`: ~(\d+)"
+    variant, seed = map(int, re.search(choices, out).groups())
+    assert abs(variant - 2 * sum(per_run.values())) <= 2 and abs(seed - total / 2) <= 1
     # every variant, run or not, with what its attention adds: SE's C -> C/16 -> C FCs in AlexNet's
     # five convs (48, 128, 192, 192, 128 channels), ECA's k = 3, 5, 5, 5, 5 weights
     added = {tuple(line.split()[:2]): int(line.split()[3].replace(",", "")) for line in out.splitlines()

@@ -21,7 +21,7 @@ import paddle
 
 from pipeline import PipelineError, atomic, config, device, images, inference, paths
 from pipeline.data import load_prepared
-from pipeline.models import Gate, NABlog, PooledNA, build_model, count_parameters
+from pipeline.models import Gate, NABlog, PooledNA, build_model, channel_std, count_parameters
 from pipeline.train import subset
 
 GRID_IMAGES = 18  # as many validation images as the post's prediction grid shows
@@ -48,7 +48,7 @@ def attention_diagnostics(model, batch: np.ndarray) -> list[dict]:
                 row.update(gate_mean=gate, gate_min=gate, gate_max=gate)
             else:
                 g = layer.context(x)
-                term = (g - g.mean(axis=1, keepdim=True)) / (g.std(axis=1, keepdim=True) + 1e-5)
+                term = (g - g.mean(axis=1, keepdim=True)) / (channel_std(g) + 1e-5)
                 gate = paddle.nn.functional.sigmoid(layer.gamma * term + layer.beta).numpy()
                 g, term = g.numpy(), term.numpy()
                 row.update(

@@ -42,6 +42,20 @@ class Attention(nn.Layer):
         raise NotImplementedError
 
 
+def channel_std(g):
+    """paddle.std(g, axis=1, keepdim=True), unbiased, bit for bit.
+
+    A CUDA build runs it as one kernel. The CPU build composes it in Python
+    (paddle/tensor/stat.py, `var`), which divides two int64 element counts to get N and so
+    makes Paddle's C++ print "Got different data type, run type promotion automatically" once
+    per process. These are the same ops with N made as a float32 tensor from the start.
+    """
+    if paddle.is_compiled_with_cuda():
+        return paddle.std(g, axis=1, keepdim=True)
+    squares = paddle.sum(paddle.pow(g - paddle.mean(g, axis=1, keepdim=True), 2), axis=1, keepdim=True, dtype=g.dtype)
+    return paddle.sqrt(squares / paddle.full([], g.shape[1] - 1, g.dtype))
+
+
 class NABlog(Attention):
     """NA exactly as the blog post computes it (REFERENCE.md, "na-blog").
 
@@ -64,7 +78,7 @@ class NABlog(Attention):
     def compute(self, x):
         g = self.context(x).unsqueeze([2, 3])  # same kernels as the post's keepdim sum + reshape
         mean = paddle.mean(g, axis=1, keepdim=True)
-        std = paddle.std(g, axis=1, keepdim=True) + 1e-5
+        std = channel_std(g) + 1e-5
         g = self.gamma * (g - mean) / std + self.beta
         return x * nn.functional.sigmoid(g)
 
@@ -112,7 +126,7 @@ class PooledNA(Attention):
     def composed(self, x):
         """The forward in Paddle ops: on GPUs, in exported models, and the reference for the fused one."""
         g = self.context(x)
-        g = (g - g.mean(axis=1, keepdim=True)) / (g.std(axis=1, keepdim=True) + 1e-5)
+        g = (g - g.mean(axis=1, keepdim=True)) / (channel_std(g) + 1e-5)
         gate = nn.functional.sigmoid(self.gamma * g + self.beta)
         return x * gate.unsqueeze([2, 3])
 

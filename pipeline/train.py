@@ -310,7 +310,8 @@ def main(params: dict, run: str) -> None:
                 # (Paddle turns bf16 off, with a warning, on GPUs without it, and autocast does nothing on
                 # the CPU), and the scale it started at, before any update
                 progress["precision"] = PRECISION.get(logits.dtype, str(logits.dtype))
-                progress["initial"] = {"loss": float(loss), "logit_std": float(logits.astype("float32").std())}
+                progress["initial"] = {"loss": float(loss),
+                                       "logit_std": float(np.std(logits.astype("float32").numpy(), ddof=1))}
             window.append((progress["step"], loss.detach(), len(y)))
             correct += (logits.argmax(axis=-1) == y).sum()
             seen += len(y)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -71,13 +73,27 @@ def post_na_forward(x, gamma, beta):
     return x * paddle.nn.Sigmoid()(g)
 
 
-def test_na_blog_equals_the_posts_code():
+@pytest.mark.parametrize("gamma, beta", [(1.0, 0.0), (-2.5, 0.7)])
+def test_na_blog_equals_the_posts_code_forward_and_backward(gamma, beta):
     paddle.seed(0)
     x = paddle.randn([4, 48, 16, 16])
+    x.stop_gradient = False
     na = NABlog(48)
-    expected = post_na_forward(x, na.gamma, na.beta)
-    assert np.array_equal(na(x).numpy(), expected.numpy())
+    na.gamma.set_value(paddle.full([1], gamma))
+    na.beta.set_value(paddle.full([1], beta))
+    ours, post = na(x), post_na_forward(x, na.gamma, na.beta)
+    assert np.array_equal(ours.numpy(), post.numpy())
+    weights = paddle.randn(ours.shape)
+    grads = [paddle.grad((y * weights).sum(), [x, na.gamma, na.beta]) for y in (ours, post)]
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(*grads, strict=True))
     assert [p.shape for p in na.parameters()] == [[1], [1]]
+
+
+def test_na_blog_prints_no_type_promotion_warning():
+    code = ("from pipeline import device; paddle = device.import_paddle(); from pipeline.models import build_model; "
+            "m = build_model('alexnet', 'na-blog', 10, 64); m(paddle.randn([2, 3, 64, 64])).sum().backward()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "type promotion" not in done.stderr
 
 
 def test_params_command_prints_the_posts_counts(project):

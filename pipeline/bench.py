@@ -117,8 +117,9 @@ def host_device(repeats: int, batch: int, val_images: int) -> dict:
     import numpy as np
     import paddle
 
+    from pipeline.loaders import validation_batches
     from pipeline.models import build_model
-    from pipeline.train import evaluate, read_losses, training_step, validation_batches
+    from pipeline.train import evaluate, read_losses, training_step
 
     step_size, val_size, steps = 64, 128, 10
     model = build_model("alexnet", "none", 10, step_size)

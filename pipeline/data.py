@@ -238,6 +238,12 @@ def load_prepared(path: Path) -> dict:
         return {k: npz[k] for k in npz.files}
 
 
+
+def subset(arrays: dict, split: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n` images and labels of a split ("train" or "test") of a prepared archive; all when n is None."""
+    return arrays[f"{split}_images"][:n], arrays[f"{split}_labels"][:n]
+
+
 def main(params: dict, arch: str) -> None:
     started = time.perf_counter()
     if arch not in params["archs"]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from pipeline import PipelineError, device, fused, inference, train
+from pipeline import PipelineError, device, distributed, fused, inference, loaders, train
 from pipeline.models import ATTENTIONS, build_model
 
 AMP_MODES = ("fp32", "bf16", "fp16")
@@ -222,7 +222,7 @@ def shared_memory_row(s: dict, available: int) -> Row | None:
 
 
 def loader(s: dict, dev: str) -> Row:
-    """The training loader (train.training_batches) with the profile's workers, on synthetic images."""
+    """The training loader (loaders.training_batches) with the profile's workers, on synthetic images."""
     if not s["num_workers"]:
         return Row("loader workers", "not run", "num_workers: 0 (the training process augments its own batches)")
     if s["augment_on_device"] and dev == "gpu":
@@ -237,7 +237,7 @@ def loader(s: dict, dev: str) -> Row:
     y = np.zeros(count, np.int64)
     started = time.perf_counter()
     try:
-        batches_seen = sum(1 for _ in train.training_batches(x, y, s, dev))
+        batches_seen = sum(1 for _ in loaders.training_batches(x, y, s, dev))
     except Exception as error:
         return Row("loader workers", "FAIL", f"{type(error).__name__}: {str(error).strip().splitlines()[0]}",
                    "try num_workers: 0; if it names shared memory, give the machine more (Docker: --shm-size=1g)")
@@ -257,7 +257,7 @@ def data_parallel(s: dict, dev: str, gpu_count: int) -> Row:
     output = io.StringIO()
     with tempfile.TemporaryDirectory() as logs, contextlib.redirect_stdout(output):
         try:
-            device.launch(2, dev, [sys.executable, "-u", "-m", "pipeline", "doctor", "--data-parallel-worker",
+            distributed.launch(2, dev, [sys.executable, "-u", "-m", "pipeline", "doctor", "--data-parallel-worker",
                                    "--set", f"device={dev}"], Path(logs), job_id="doctor")
         except PipelineError as error:
             return Row("data parallel", "FAIL", str(error),
@@ -270,17 +270,17 @@ def run_data_parallel_worker(s: dict) -> None:
     """One worker of `data_parallel`: a step of AlexNet + na-blog on this worker's own images;
     the weights must then be the same on both (gradients averaged over workers)."""
     dev = device.select(s["device"], 2)
-    rank, world = device.init_distributed(dev)
+    rank, world = distributed.init_distributed(dev)
     paddle.seed(0)
     size = 64
     model = build_model("alexnet", "na-blog", CLASSES, size)
-    net = device.data_parallel(model)
+    net = distributed.data_parallel(model)
     optimizer = paddle.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
     rng = np.random.default_rng(rank)
     x = paddle.to_tensor(rng.standard_normal((4, 3, size, size)).astype(np.float32))
     y = paddle.to_tensor(rng.integers(0, CLASSES, 4))
     train.training_step(net, optimizer, x, y, 0.1, contextlib.nullcontext, None)
-    sums = device.gather(float(sum(float(p.sum()) for p in model.parameters())))
+    sums = distributed.gather(float(sum(float(p.sum()) for p in model.parameters())))
     if rank == 0:
         if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
             print(f"error: the {world} workers' weights differ after one step (sums {sums})", flush=True)

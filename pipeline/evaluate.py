@@ -20,9 +20,8 @@ import numpy as np
 import paddle
 
 from pipeline import PipelineError, atomic, config, device, images, inference, paths
-from pipeline.data import load_prepared
+from pipeline.data import load_prepared, subset
 from pipeline.models import Gate, NABlog, PooledNA, build_model, channel_std, count_parameters
-from pipeline.train import subset
 
 GRID_IMAGES = 18  # as many validation images as the post's prediction grid shows
 DIAGNOSTIC_IMAGES = 64  # the fixed batch (first validation images) the attention diagnostics use

@@ -333,40 +333,29 @@ def augment_batch_on_device(batch_u8, size: int, rng=None, params: Augmentation 
 class DeviceBatches:
     """Training batches augmented on the device: the uint8 dataset is copied there once.
 
-    Each iteration is one epoch: a fresh shuffle, full batches only (drop_last, as the training
-    loader), yielding (NCHW float32 tensor, int64 label tensor) on `place` (default: paddle's
-    current device; or e.g. "gpu:0"). The augmentation is `augment_batch_on_device`: same
-    distribution as `TrainDataset`. Shuffles and parameters come from a numpy Generator seeded
-    with `seed`, continued across epochs; without `seed`, from numpy's global state (np.random.seed
-    fixes it and the training stage's checkpoint of it makes a resumed run repeat it).
-
-        for x, y in DeviceBatches(train_x, train_y, size=128, batch_size=128, seed=42):
-            loss = loss_fn(model(x), y)
+    Iterating gives one epoch: for each list of indices the `batch_sampler` yields (the training
+    stage's loaders.GlobalBatchSampler, which decides the order), a (NCHW float32 tensor, int64
+    label tensor) pair on `place` (default: paddle's current device; or e.g. "gpu:0"). The
+    augmentation is `augment_batch_on_device`, the same distribution as `TrainDataset`, with its
+    parameters drawn from `rng` (default: numpy's global state, which the training stage seeds and
+    checkpoints, so a resumed run repeats it).
     """
 
-    def __init__(self, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_size: int,
-                 seed: int | None = None, place=None, batch_sampler=None):
+    def __init__(self, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_sampler, rng=None, place=None):
         import paddle
 
         self.images = paddle.to_tensor(np.ascontiguousarray(images_u8), dtype="uint8", place=place)
         self.labels = paddle.to_tensor(np.asarray(labels, np.int64), place=place)
-        self.size, self.batch_size = size, batch_size
-        self.rng = np.random if seed is None else np.random.default_rng(seed)
-        self.batch_sampler = batch_sampler  # lists of indices per batch, in place of the own shuffle
+        self.size, self.batch_sampler = size, batch_sampler
+        self.rng = np.random if rng is None else rng
 
     def __len__(self) -> int:
-        return len(self.batch_sampler) if self.batch_sampler else self.images.shape[0] // self.batch_size
-
-    def batches(self):
-        if self.batch_sampler:
-            return iter(self.batch_sampler)
-        order = self.rng.permutation(self.images.shape[0])
-        return (order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self)))
+        return len(self.batch_sampler)
 
     def __iter__(self):
         import paddle
 
-        for indices in self.batches():
+        for indices in self.batch_sampler:
             index = paddle.to_tensor(indices, place=self.images.place)
             yield (augment_batch_on_device(paddle.gather(self.images, index), self.size, self.rng),
                    paddle.gather(self.labels, index))

@@ -1,23 +1,24 @@
-"""Stage `train`: one (configuration, seed) with the post's recipe.
+"""Stage `train`: one (configuration, seed) with the post's recipe, the training loop top to bottom.
 
 Adam (lr 1e-3, L2 weight decay 1e-5), cosine annealing stepped every batch over all steps,
 label-smoothing cross entropy, best-by-val-acc and final checkpoints. Logs what the post
 logs: train loss every `log_every` steps, and per epoch lr, train loss/acc, val loss/acc.
+The batches come from pipeline/loaders.py, saving and resuming from pipeline/checkpoints.py.
 
 With `devices_per_job` N > 1 the command re-executes itself through Paddle's launcher as N
-workers (pipeline.device). The results mean what they mean on one device: `batch_size` is the
-global batch, of which each worker takes batch_size / N images (the same shuffle on every worker,
-`GlobalBatchSampler`); gradients are averaged over workers (paddle.DataParallel), so lr and
-schedule are unchanged; logged loss and accuracy are over the global batch. Worker r seeds its own
-randomness (augmentation, dropout) with seed + r; the model starts from rank 0's initialisation.
-BatchNorm normalises with each worker's own batch_size / N images (as DataParallel does); the
-running statistics are averaged over workers after every epoch. Validation and every write
-(checkpoints, csv, summary, resume state) happen on rank 0 while the others wait.
+workers (pipeline/distributed.py). The results mean what they mean on one device: `batch_size`
+is the global batch, of which each worker takes batch_size / N images (the same shuffle on every
+worker, `loaders.GlobalBatchSampler`); gradients are averaged over workers (paddle.DataParallel),
+so lr and schedule are unchanged; logged loss and accuracy are over the global batch. Worker r
+seeds its own randomness (augmentation, dropout) with seed + r; the model starts from rank 0's
+initialisation. BatchNorm normalises with each worker's own batch_size / N images (as
+DataParallel does); the running statistics are averaged over workers after every epoch.
+Validation and every write (checkpoints, csv, summary, resume state) happen on rank 0 while the
+others wait.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import random
 import shutil
@@ -29,8 +30,8 @@ import paddle
 import paddle.nn.functional as F
 from tqdm import tqdm
 
-from pipeline import PipelineError, atomic, config, device, images, paths
-from pipeline.data import load_prepared
+from pipeline import PipelineError, atomic, checkpoints, config, device, distributed, loaders, paths
+from pipeline.data import load_prepared, subset
 from pipeline.models import build_model, count_parameters
 
 PRECISION = {paddle.float32: "fp32", paddle.bfloat16: "bf16", paddle.float16: "fp16"}
@@ -50,13 +51,6 @@ def smoothed_cross_entropy(logits, labels, smoothing: float):
 def schedule_length(train_images: int, batch_size: int, epochs: int) -> int:
     """Cosine T_max: every optimiser step of the run (the post's 50000 // 128 * 50)."""
     return train_images // batch_size * epochs
-
-
-def validation_batches(images_u8: np.ndarray, labels: np.ndarray, size: int, batch_size: int) -> list:
-    """The validation split resized and normalised once per run, as tensors on Paddle's device
-    (10,000 images at 128 px take 2 GB there), instead of again on the CPU every epoch."""
-    return [(paddle.to_tensor(x), paddle.to_tensor(y)) for x, y in images.test_batches(images_u8, labels, size,
-                                                                                          batch_size)]
 
 
 def evaluate(model, batches: list, smoothing: float):
@@ -89,7 +83,7 @@ def read_losses(window: list, log_every: int, world: int, where: str) -> tuple[f
         if step % log_every == 0:
             # The global batch's loss: the mean of the workers' equal shares (the one collective
             # of the step besides the gradients'; nothing on one device).
-            (logged,) = device.all_sum([value / world])
+            (logged,) = distributed.all_sum([value / world])
             rows.append({"step": step, "loss": logged})
         total += value * images_in_batch
     return total, rows
@@ -126,110 +120,6 @@ def training_step(model, optimizer, x, y, smoothing: float, autocast, scaler):
     return logits, loss
 
 
-class GlobalBatchSampler(paddle.io.BatchSampler):
-    """This worker's share of every global batch, as a DataLoader `batch_sampler`.
-
-    Each epoch draws one permutation of the training set from (seed, epoch), the same on every
-    worker, and cuts it into full global batches of `batch_size` (a last partial batch is
-    dropped, as on one device). Worker `rank` of `world` takes the rank-th consecutive
-    batch_size / world indices of each: the shares are disjoint and together are the global batch
-    one device would train on. Call `set_epoch` before each epoch.
-    """
-
-    def __init__(self, num_images: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        # batch_size splits over `world`: pipeline.config refuses settings where it does not.
-        self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
-        self.rank, self.world, self.local = rank, world, batch_size // world
-        self.epoch = 1
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_images // self.batch_size
-
-    def global_batches(self) -> list[np.ndarray]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_images)
-        return [order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self))]
-
-    def __iter__(self):
-        start = self.rank * self.local
-        for batch in self.global_batches():
-            yield batch[start:start + self.local].tolist()
-
-
-def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str, rank: int = 0, world: int = 1):
-    """This worker's augmented (x, y) share of each global batch, one epoch after another (set
-    the epoch with `.batch_sampler.set_epoch`): on the GPU itself when asked (uint8 set held
-    there, whole batches augmented by tensor ops), else from a DataLoader."""
-    sampler = GlobalBatchSampler(len(train_x), s["batch_size"], s["seed"], rank, world)
-    if s["augment_on_device"] and dev == "gpu":
-        return images.DeviceBatches(train_x, train_y, s["image_size"], sampler.local, batch_sampler=sampler)
-    workers = s["num_workers"]
-    if workers:
-        device.one_thread_per_loader_worker()
-    paddle.io.reader.use_pinned_memory(s["pin_memory"] and dev == "gpu")
-    return paddle.io.DataLoader(
-        images.TrainDataset(train_x, train_y, s["image_size"]), batch_sampler=sampler, num_workers=workers,
-        use_shared_memory=workers > 0, prefetch_factor=s["prefetch_batches"], persistent_workers=workers > 0,
-    )
-
-
-def subset(arrays: dict, split: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    return arrays[f"{split}_images"][:n], arrays[f"{split}_labels"][:n]
-
-
-def write_csv(path, rows: list[dict]) -> None:
-    with atomic.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def save_checkpoint(model, optimizer, stem) -> None:
-    for obj, suffix in ((model.state_dict(), ".pdparams"), (optimizer.state_dict(), ".pdopt")):
-        with atomic.atomic_path(f"{stem}{suffix}") as tmp:
-            paddle.save(obj, str(tmp))
-
-
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
-
-
-def save_state(path, model, optimizer, scheduler, progress: dict, settings: dict, rng: list[dict]) -> None:
-    """Everything needed to continue after the last complete epoch, written atomically.
-    `rng`: every worker's random states (`rng_state()`), in rank order."""
-    state = {"settings": settings, "progress": progress, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}
-    with atomic.atomic_path(path) as tmp:
-        paddle.save(state, str(tmp))
-
-
-def load_state(path, model, optimizer, scheduler, settings: dict, rank: int = 0) -> dict | None:
-    """The saved progress if `path` holds a state of this very run (same settings, so the same
-    number of workers), else None; worker `rank` gets its own random states back."""
-    if not path.exists():
-        return None
-    state = paddle.load(str(path))
-    if state["settings"] != settings:
-        if rank == 0:
-            print(f"{path}: saved for other settings; starting over")
-        return None
-    saved, visible = len(state["rng"][rank]["paddle"]), len(paddle.get_rng_state())
-    if saved != visible:  # Paddle keeps one generator per visible device
-        if rank == 0:
-            print(f"{path}: saved with {saved} visible device(s), {visible} now; starting over")
-        return None
-    model.set_state_dict(state["model"])
-    optimizer.set_state_dict(state["optimizer"])
-    scheduler.set_state_dict(state["scheduler"])
-    rng = state["rng"][rank]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    paddle.set_rng_state(rng["paddle"])
-    return state["progress"]
-
-
 def launch_workers(params: dict, s: dict) -> None:
     """Run this training as `devices_per_job` workers through Paddle's launcher (after checking,
     here, that the devices exist), each running this same command."""
@@ -240,7 +130,7 @@ def launch_workers(params: dict, s: dict) -> None:
     worker = [sys.executable, "-u", "-m", "pipeline", "train", run, *overrides]
     print(f"{run}: data parallel on {count} {dev.upper()} workers through paddle.distributed.launch "
           f"(each worker's log: {log_dir}/workerlog.<rank>)", flush=True)
-    device.launch(count, dev, worker, log_dir, job_id=run)
+    distributed.launch(count, dev, worker, log_dir, job_id=run)
 
 
 def main(params: dict, run: str) -> None:
@@ -252,7 +142,7 @@ def main(params: dict, run: str) -> None:
         raise TrainingError(f"{world} workers were launched but devices_per_job is {s['devices_per_job']}")
     lead = rank == 0  # validates and writes; the other workers wait
     dev = device.select(s["device"], world)
-    device.init_distributed(dev)
+    distributed.init_distributed(dev)
     # Worker r draws its augmentation and dropout from seed + r; its initial weights are
     # replaced by rank 0's when the model is wrapped for data parallel.
     random.seed(s["seed"] + rank)
@@ -267,19 +157,19 @@ def main(params: dict, run: str) -> None:
         raise TrainingError(f"{len(train_x)} training images make no full batch of {s['batch_size']}; lower batch_size")
 
     model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
-    net = device.data_parallel(model)  # model itself on one device
+    net = distributed.data_parallel(model)  # model itself on one device
     t_max = schedule_length(len(train_x), s["batch_size"], s["epochs"])
     scheduler = paddle.optimizer.lr.CosineAnnealingDecay(s["lr"], T_max=t_max)
     optimizer = paddle.optimizer.Adam(
         learning_rate=scheduler, parameters=model.parameters(), weight_decay=s["weight_decay"]
     )
-    loader = training_batches(train_x, train_y, s, dev, rank, world)
+    loader = loaders.training_batches(train_x, train_y, s, dev, rank, world)
     autocast, scaler = mixed_precision(s["amp"], dev)
     # Work in progress lives outside the declared outputs, which Snakemake and DVC delete
     # before rerunning a job; the outputs appear only when the run is complete.
     work = layout.resume_dir(run)
     state_file = work / "state.pdckpt"
-    progress = load_state(state_file, model, optimizer, scheduler, s, rank)
+    progress = checkpoints.load_state(state_file, model, optimizer, scheduler, s, rank)
     if progress is None:
         progress = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0,
                     "step_rows": [], "epoch_rows": []}
@@ -293,7 +183,7 @@ def main(params: dict, run: str) -> None:
         print(f"{run}: {s['arch']} + {s['attention']} on {s['dataset']} ({len(train_x)} train, {len(val_x)} val, "
               f"{s['image_size']} px), {s['epochs']} epochs on {where}")
 
-    val_batches = validation_batches(val_x, val_y, s["image_size"], s["eval_batch_size"]) if lead else []
+    val_batches = loaders.validation_batches(val_x, val_y, s["image_size"], s["eval_batch_size"]) if lead else []
     for epoch in range(progress["epoch"] + 1, s["epochs"] + 1):
         net.train()
         loader.batch_sampler.set_epoch(epoch)
@@ -320,9 +210,9 @@ def main(params: dict, run: str) -> None:
                 loss_sum += log_losses(window, s, epoch, world, progress, bar, state_file)
                 window = []
         loss_sum += log_losses(window, s, epoch, world, progress, bar, state_file)
-        loss_sum, correct, seen = device.all_sum([loss_sum, int(correct), seen])  # the epoch over every worker
-        device.average_buffers(model)  # BatchNorm running statistics: one set for validation and saving
-        rng = device.gather(rng_state())
+        loss_sum, correct, seen = distributed.all_sum([loss_sum, int(correct), seen])  # the epoch over every worker
+        distributed.average_buffers(model)  # BatchNorm running statistics: one set for validation and saving
+        rng = distributed.gather(checkpoints.rng_state())
         if lead:
             val_loss, val_acc = evaluate(model, val_batches, s["label_smoothing"])
             row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -332,16 +222,16 @@ def main(params: dict, run: str) -> None:
                   f"acc {row['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}", flush=True)
             if val_acc > progress["best_acc"]:
                 progress["best_acc"], progress["best_epoch"] = val_acc, epoch
-                save_checkpoint(model, optimizer, work / "best")
+                checkpoints.save_checkpoint(model, optimizer, work / "best")
             progress.update(epoch=epoch, elapsed=row["seconds"])
-            save_state(state_file, model, optimizer, scheduler, progress, s, rng)
+            checkpoints.save_state(state_file, model, optimizer, scheduler, progress, s, rng)
         else:
             progress.update(epoch=epoch)
-        device.barrier()
+        distributed.barrier()
 
     if lead:
         write_outputs(layout, run, s, model, optimizer, progress, work, len(train_x), len(val_x), where)
-    device.barrier()
+    distributed.barrier()
 
 
 def log_losses(window: list, s: dict, epoch: int, world: int, progress: dict, bar, state_file) -> float:
@@ -361,11 +251,11 @@ def write_outputs(layout: paths.Layout, run: str, s: dict, model, optimizer, pro
                   train_images: int, val_images: int, where: str) -> None:
     """The run's declared outputs, once it is complete; then its work in progress goes."""
     with atomic.atomic_dir(layout.checkpoints(run)) as out:
-        save_checkpoint(model, optimizer, out / "final")
+        checkpoints.save_checkpoint(model, optimizer, out / "final")
         for suffix in (".pdparams", ".pdopt"):
             shutil.copy2(work / f"best{suffix}", out / f"best{suffix}")
-    write_csv(layout.train_steps(run), progress["step_rows"])
-    write_csv(layout.train_epochs(run), progress["epoch_rows"])
+    atomic.write_csv(layout.train_steps(run), progress["step_rows"])
+    atomic.write_csv(layout.train_epochs(run), progress["epoch_rows"])
     last = progress["epoch_rows"][-1]
     atomic.write_json(layout.train_summary(run), {
         "best_val_acc": progress["best_acc"], "best_epoch": progress["best_epoch"],

@@ -17,6 +17,7 @@ from pipeline import config, device
 from tests.conftest import ROOT, assert_nothing_lost, layout, run
 
 device.import_paddle()  # threads fixed and the import banner kept quiet, as the stages do
+from pipeline import distributed  # noqa: E402
 
 RUN = "alexnet-none-s42"
 
@@ -67,14 +68,14 @@ COMMON = ["--log_dir", "logs/train/x.launch", "--job_id", RUN, "--max_restart", 
 
 
 def test_cpu_launch_starts_processes():
-    assert device.launch_command(2, "cpu", WORKER, "logs/train/x.launch", RUN) == [
+    assert distributed.launch_command(2, "cpu", WORKER, "logs/train/x.launch", RUN) == [
         *LAUNCH, "--nproc_per_node", "2", *COMMON, *WORKER]
 
 
 @pytest.mark.parametrize("visible, devices", [(None, "0,1"), ("all", "0,1"), ("2,3,5", "2,3"), ("6, 7", "6,7")])
 def test_gpu_launch_names_the_visible_gpus(visible, devices):
     # The launcher matches --devices against CUDA_VISIBLE_DEVICES' labels, not positions.
-    assert device.launch_command(2, "gpu", WORKER, "logs/train/x.launch", RUN, visible) == [
+    assert distributed.launch_command(2, "gpu", WORKER, "logs/train/x.launch", RUN, visible) == [
         *LAUNCH, "--devices", devices, *COMMON, *WORKER]
 
 
@@ -102,7 +103,7 @@ def test_paper_dry_run_reserves_devices_per_job_gpus_per_training(tmp_path):
 # ---- the global batch -------------------------------------------------------------------------------
 
 def test_workers_split_each_global_batch_into_disjoint_shares():
-    from pipeline.train import GlobalBatchSampler
+    from pipeline.loaders import GlobalBatchSampler
 
     one = GlobalBatchSampler(100, 12, seed=42)
     shares = [GlobalBatchSampler(100, 12, seed=42, rank=r, world=3) for r in range(3)]
@@ -135,12 +136,13 @@ STEP_SCRIPT = textwrap.dedent('''
     import numpy as np
     from pipeline import device
     paddle = device.import_paddle()
+    from pipeline import distributed
     from pipeline.models import build_model
     from pipeline.train import smoothed_cross_entropy, training_step
 
     arch, attention, size, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     opt, reference, out = sys.argv[5:]
-    rank, world = device.init_distributed("cpu")
+    rank, world = distributed.init_distributed("cpu")
     paddle.set_device("cpu")
     paddle.seed(7 + rank)  # other workers start elsewhere: DataParallel must hand them rank 0's weights
     model = build_model(arch, attention, 10, size)
@@ -158,7 +160,7 @@ STEP_SCRIPT = textwrap.dedent('''
             for _ in range(30):
                 model(paddle.to_tensor(x))
         model.eval()
-    net = device.data_parallel(model)
+    net = distributed.data_parallel(model)
     initial = {k: v.numpy() for k, v in model.state_dict().items()}  # after rank 0's weights were handed out
     if opt == "sgd":  # the update is linear in the gradient: parameters compare gradients
         scheduler = paddle.optimizer.lr.CosineAnnealingDecay(0.05, T_max=steps + 1)
@@ -183,7 +185,7 @@ STEP_SCRIPT = textwrap.dedent('''
         else:
             _, loss = training_step(net, optimizer, paddle.to_tensor(x[share]), paddle.to_tensor(y[share]), 0.1,
                                     autocast, scaler)
-            total, count = device.all_sum([float(loss) * (8 // world), 8 // world])
+            total, count = distributed.all_sum([float(loss) * (8 // world), 8 // world])
             losses.append(total / count)
         scheduler.step()
         seconds.append(time.perf_counter() - start)
@@ -198,7 +200,7 @@ def train_steps(tmp_path, arch, attention, size, steps, workers, optimizer="sgd"
     script, out = tmp_path / "steps.py", tmp_path / f"{arch}-{optimizer}-{workers}-{reference}.npz"
     script.write_text(STEP_SCRIPT)
     worker = [sys.executable, "-u", str(script), arch, attention, str(size), str(steps), optimizer, reference, str(out)]
-    cmd = worker if workers == 1 else device.launch_command(workers, "cpu", worker, tmp_path / "launch", "steps")
+    cmd = worker if workers == 1 else distributed.launch_command(workers, "cpu", worker, tmp_path / "launch", "steps")
     run(cmd, cwd=ROOT, env={"OMP_NUM_THREADS": "1"}, timeout=600)
     return dict(np.load(out))
 

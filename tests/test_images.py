@@ -283,24 +283,26 @@ def test_device_path_draws_from_the_sampler():
     np.testing.assert_array_equal(drawn.numpy(), given.numpy())
 
 
-def test_device_batches_shuffle_drop_the_last_batch_and_keep_labels_aligned():
+def test_device_batches_follow_the_sampler_and_keep_labels_aligned():
+    from pipeline.loaders import GlobalBatchSampler
+
     imgs, labels = colour_images(10, seed=2), np.arange(10, dtype=np.int64) * 7
-    batches = images.DeviceBatches(imgs, labels, 32, 4, seed=3)
-    assert len(batches) == 2
+    sampler = GlobalBatchSampler(10, 4, seed=3)
+    batches = images.DeviceBatches(imgs, labels, 32, sampler, rng=np.random.default_rng(5))
+    assert len(batches) == 2  # full batches only: 2 left over, dropped
     epoch = list(batches)
     assert len(epoch) == 2 and all(x.shape == [4, 3, 32, 32] and y.shape == [4] for x, y in epoch)
-    rng = np.random.default_rng(3)  # replay: the shuffle, then each batch's parameters
-    order = rng.permutation(10)
-    for k, (x, y) in enumerate(epoch):
-        index = order[4 * k:4 * k + 4]
+    rng = np.random.default_rng(5)  # replay: the sampler's batches, each augmented with the next parameters
+    for index, (x, y) in zip(sampler, epoch, strict=True):
         np.testing.assert_array_equal(y.numpy(), labels[index])
         aug = images.sample_augmentations(rng, 4, 32)
         np.testing.assert_array_equal(
             x.numpy(), images.augment_batch_on_device(paddle.to_tensor(imgs[index]), 32, params=aug).numpy())
-    assert not np.array_equal(np.concatenate([y.numpy() for _, y in list(batches)]),
+    sampler.set_epoch(2)
+    assert not np.array_equal(np.concatenate([y.numpy() for _, y in batches]),
                               np.concatenate([y.numpy() for _, y in epoch]))
-    # without a seed: numpy's global state, as the training stage seeds and checkpoints it
-    unseeded = images.DeviceBatches(imgs, labels, 32, 4)
+    # without an rng: numpy's global state, as the training stage seeds and checkpoints it
+    unseeded = images.DeviceBatches(imgs, labels, 32, sampler)
     np.random.seed(8)
     first = [x.numpy() for x, _ in unseeded]
     np.random.seed(8)

@@ -11,8 +11,9 @@ from pipeline import device
 paddle = device.import_paddle()
 
 from pipeline import images, inference  # noqa: E402
+from pipeline.loaders import validation_batches  # noqa: E402
 from pipeline.models import NABlog, PooledNA, build_model  # noqa: E402
-from pipeline.train import evaluate, validation_batches  # noqa: E402
+from pipeline.train import evaluate  # noqa: E402
 
 IMAGES = 300  # two full batches of 128 and a partial one
 

@@ -144,8 +144,9 @@ def test_reading_losses_back_once_per_log_every_steps_gives_the_per_step_figures
 
 
 def test_validation_on_prepared_batches_gives_the_per_batch_figures():
+    from pipeline.loaders import validation_batches
     from pipeline.models import build_model
-    from pipeline.train import evaluate, validation_batches
+    from pipeline.train import evaluate
 
     rng = np.random.default_rng(1)
     val_x, val_y = rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 70)
@@ -162,7 +163,7 @@ def test_validation_on_prepared_batches_gives_the_per_batch_figures():
 
 @pytest.mark.faults
 def test_a_state_saved_with_another_number_of_visible_devices_starts_over(tmp_path, capsys):
-    from pipeline.train import load_state, rng_state, save_state
+    from pipeline.checkpoints import load_state, rng_state, save_state
 
     model = paddle.nn.Linear(2, 2)
     optimizer = paddle.optimizer.Adam(parameters=model.parameters())
@@ -242,7 +243,7 @@ def test_mixed_precision_switch_is_wired(amp, dev, enabled, dtype, scaled, capsy
 
 
 def test_loader_settings_reach_the_dataloader():
-    from pipeline.train import training_batches
+    from pipeline.loaders import training_batches
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32)
@@ -263,7 +264,7 @@ def test_each_loader_worker_runs_one_thread_of_augmentation():
 
     import cv2
 
-    from pipeline.train import training_batches
+    from pipeline.loaders import training_batches
 
     before = cv2.getNumThreads()
     rng = np.random.default_rng(0)
@@ -286,8 +287,8 @@ def test_runs_with_one_seed_see_the_same_batches_whatever_the_attention(workers)
     seed alone, not on the variant, even one whose layers draw their initial weights (se)."""
     import random
 
+    from pipeline.loaders import training_batches
     from pipeline.models import build_model
-    from pipeline.train import training_batches
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32)
@@ -306,7 +307,7 @@ def test_runs_with_one_seed_see_the_same_batches_whatever_the_attention(workers)
 
 def test_augment_on_device_switch_is_wired():
     from pipeline import images
-    from pipeline.train import training_batches
+    from pipeline.loaders import training_batches
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32)

@@ -1,6 +1,6 @@
 """The blog post's claimed figures: the only numbers in the report that no artifact produced.
 
-One run each, seed 42, 50 epochs at 128 px (REFERENCE.md). Throughput was timed around the
+One run each, seed 42, 50 epochs at 128 px (docs/the-post.md#the-claim). Throughput was timed around the
 whole validation DataLoader loop on a V100 with batch 128; the post gives none for ResNet18.
 """
 

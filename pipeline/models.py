@@ -57,7 +57,7 @@ def channel_std(g):
 
 
 class NABlog(Attention):
-    """NA exactly as the blog post computes it (REFERENCE.md, "na-blog").
+    """NA exactly as the blog post computes it (docs/the-post.md#na-blog).
 
     The op sequence is kept on purpose: step 3 sums a softmax, so `g` is 1 up to float
     rounding and the normalised term is rounding noise. Reordering or fusing the ops changes

@@ -1,10 +1,11 @@
-"""Gradients of the pooled NA variants, which were rewritten for CPU speed.
+"""The pooled NA variants' CPU paths: their gradients, the fused C++ kernels, and building them.
 
-The composed version (Paddle ops, float64 here) changed which ops build the backward graph
-(matmuls for channel sums, no reduction over the trailing axes of 4-D tensors). The forward is
-checked against NumPy in test_models.py; here the backward is checked against central
-differences of the same NumPy references, and the fused C++ version (float32 on the CPU) against
-the composed one. Timings themselves are not tested: on a shared CPU they are too noisy.
+The composed version (Paddle ops, float64 here) was written to avoid Paddle's slowest CPU
+kernels, which changed the ops that build its backward graph (matmuls for channel sums, no
+reduction over the trailing axes of 4-D tensors). The forward is checked against NumPy in
+test_models.py; here the backward is checked against central differences of the same NumPy
+references, the fused C++ version (float32 on the CPU) against the composed one, and the
+kernels' one-time build. Their speed is `python -m pipeline bench`'s to measure, not a test's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ paddle = device.import_paddle()
 
 from pipeline import fused  # noqa: E402
 from pipeline.models import make_attention  # noqa: E402
-from tests.test_models import numpy_na_official, numpy_na_paper  # noqa: E402
+from tests.numpy_attention import numpy_na_official, numpy_na_paper  # noqa: E402
 
 
 def numerical_gradients(reference, x, gamma, beta, upstream, eps=1e-6):

@@ -14,6 +14,7 @@ from pipeline import device
 paddle = device.import_paddle()
 
 from pipeline.models import ATTENTIONS, NABlog, build_model, count_parameters  # noqa: E402
+from tests.numpy_attention import PEERS, numpy_na_official, numpy_na_paper, sigmoid  # noqa: E402
 
 POST_COUNTS = {("alexnet", "none"): 7_524_042, ("alexnet", "na-blog"): 7_524_052,
                ("resnet18", "none"): 11_237_412, ("resnet18", "na-blog"): 11_237_428}
@@ -62,7 +63,7 @@ def test_na_sits_after_each_conv_and_after_bn2():
 
 
 def post_na_forward(x, gamma, beta):
-    """The post's NA.forward, verbatim but for the module wrapper (REFERENCE.md, "na-blog")."""
+    """The post's NA.forward, verbatim but for the module wrapper (docs/the-post.md#na-blog)."""
     C = paddle.mean(x, axis=[2, 3], keepdim=True)
     g = -paddle.abs(x - C)
     b, c, h, w = g.shape  # noqa: RUF059 - kept verbatim from the post
@@ -123,37 +124,6 @@ def test_params_command_prints_the_posts_counts(project):
     assert added["resnet18", "na-blog"] == 16 and added["resnet18", "gct"] == 3 * 2 * (64 + 128 + 256 + 512)
 
 
-# Independent NumPy versions of each attention variant (REFERENCE.md), float64 for reference.
-def _sigmoid(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def _softmax(s, axis):
-    e = np.exp(s - s.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _normalised_gate(g, gamma, beta):
-    g = (g - g.mean(1, keepdims=True)) / (g.std(1, ddof=1, keepdims=True) + 1e-5)
-    return _sigmoid(gamma * g + beta)
-
-
-def numpy_na_official(x, gamma, beta):
-    b, c, h, w = x.shape
-    m = x.mean(axis=1)  # channel-mean map (B, H, W)
-    weights = _softmax(-np.abs(m - m.mean(axis=(1, 2), keepdims=True)).reshape(b, h * w), axis=1)
-    g = np.einsum("bcp,bp->bc", x.reshape(b, c, h * w), weights)
-    return x * _normalised_gate(g, gamma, beta)[:, :, None, None]
-
-
-def numpy_na_paper(x, gamma, beta):
-    b, c, h, w = x.shape
-    context = x.mean(axis=(2, 3), keepdims=True)
-    weights = _softmax(-np.abs(x - context).sum(axis=1).reshape(b, h * w), axis=1)
-    g = np.einsum("bcp,bp->bc", x.reshape(b, c, h * w), weights)
-    return x * _normalised_gate(g, gamma, beta)[:, :, None, None]
-
-
 @pytest.mark.parametrize("name, reference", [("na-official", numpy_na_official), ("na-paper", numpy_na_paper)])
 @pytest.mark.parametrize("shape", [(2, 48, 15, 15), (3, 512, 4, 4), (1, 8, 32, 32)])
 def test_pooled_na_variants_match_numpy(name, reference, shape):
@@ -176,43 +146,11 @@ def test_gate_is_one_scalar_sigmoid():
     gate = make_attention("gate", 8)
     gate.beta.set_value(paddle.to_tensor([0.4]))
     x = np.random.default_rng(1).normal(size=(2, 8, 5, 5)).astype(np.float32)
-    np.testing.assert_allclose(gate(paddle.to_tensor(x)).numpy(), x * _sigmoid(0.4), atol=1e-6)
+    np.testing.assert_allclose(gate(paddle.to_tensor(x)).numpy(), x * sigmoid(0.4), atol=1e-6)
     assert [p.shape for p in gate.parameters()] == [[1]]
 
 
 # ---- the peers, each against an independent NumPy version (float64), with random parameters ----
-
-def numpy_se(x, p):
-    s = x.mean(axis=(2, 3))
-    hidden = np.maximum(s @ p["squeeze.weight"] + p["squeeze.bias"], 0)
-    return x * _sigmoid(hidden @ p["excite.weight"] + p["excite.bias"])[:, :, None, None]
-
-
-def numpy_eca(x, p):
-    kernel = p["conv.weight"].reshape(-1)
-    k, c = len(kernel), x.shape[1]
-    s = np.pad(x.mean(axis=(2, 3)), ((0, 0), (k // 2, k // 2)))
-    conv = np.stack([s[:, i:i + k] @ kernel for i in range(c)], axis=1)  # cross-correlation, as conv layers
-    return x * _sigmoid(conv)[:, :, None, None]
-
-
-def numpy_gct(x, p, eps=1e-5):
-    s = p["alpha"] * np.sqrt((x ** 2).sum(axis=(2, 3)) + eps)
-    n = p["gamma"] / np.sqrt((s ** 2).mean(axis=1, keepdims=True) + eps)
-    return x * (1 + np.tanh(s * n + p["beta"]))[:, :, None, None]
-
-
-def numpy_simam(x, p, lam=1e-4):
-    d = (x - x.mean(axis=(2, 3), keepdims=True)) ** 2
-    v = d.sum(axis=(2, 3), keepdims=True) / (x.shape[2] * x.shape[3] - 1)
-    return x * _sigmoid(d / (4 * (v + lam)) + 0.5)
-
-
-def numpy_half(x, p):
-    return 0.5 * x
-
-
-PEERS = {"se": numpy_se, "eca": numpy_eca, "gct": numpy_gct, "simam": numpy_simam, "half": numpy_half}
 
 
 @pytest.mark.parametrize("name", PEERS)

@@ -87,8 +87,8 @@ def keep_freed_memory() -> None:
 
     Paddle's CPU allocator is plain malloc/free, and glibc serves each multi-megabyte tensor
     with fresh pages (mmap, or a heap it trims on free), so every full-size temporary of a
-    training step pays thousands of page faults; an element-wise op on a 12.6 MB tensor runs
-    about 4x faster without them (`python -m pipeline bench` shows the effect on training).
+    training step pays thousands of page faults, which cost more than the op itself
+    (`python -m pipeline bench` shows the effect on training).
     The cost: the process keeps its peak heap. A no-op where glibc is absent (macOS, musl).
     """
     try:

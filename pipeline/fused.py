@@ -1,13 +1,13 @@
 """The pooled NA variants (na-official, na-paper) fused for the CPU: forward and backward written
 out in C++ (pipeline/kernels/na_kernels.cc), wrapped in a PyLayer.
 
-Composed of Paddle ops, a pooled NA cost an AlexNet 128 px training step on the CPU 12-18%
-(na-paper) and 2-9% (na-official); `python -m pipeline bench` measures what it costs now.
-models.PooledNA keeps the composed version: it is the reference the tests hold this one to,
+Composed of Paddle ops, a pooled NA is a chain of small memory-bound CPU kernels that cost
+AlexNet's training step a good share of its time; `python -m pipeline bench` measures what the
+fused version costs. models.PooledNA keeps the composed version: it is the reference the tests hold this one to,
 and what runs on a GPU, in float16/bfloat16, and in exported models.
 
-The kernels are compiled on first use with Paddle's JIT extension builder (about 20 s, once per
-source and Paddle version) into ~/.cache/na-repro/kernels/, under a file lock, since Snakemake
+The kernels are compiled on first use with Paddle's JIT extension builder (once per source and
+Paddle version) into ~/.cache/na-repro/kernels/, under a file lock, since Snakemake
 may start several trainings at once. Without a C++ compiler the composed version runs.
 """
 

@@ -4,7 +4,8 @@ Training augmentation comes in three forms that draw their random parameters fro
 (`sample_augmentations`), so their distributions are the same:
 - `blog_train_transform(size)`: the post's chain of paddle.vision transforms (the reference);
 - `fast_train_transform(size)` / `TrainDataset`: the same cv2 operations on uint8 data, each done
-  once and without paddle tensors: equal output for equal parameters, 3-7x faster per core;
+  once and without paddle tensors: equal output for equal parameters, several times faster per
+  core (`python -m pipeline bench`, data path);
 - `augment_batch_on_device` / `DeviceBatches`: whole batches with paddle tensor ops, for a GPU.
 
 What paddle 3.3.1's cv2 backend does in the post's chain (read from its source):
@@ -173,7 +174,7 @@ def jitter(image: np.ndarray, aug: Augmentation) -> np.ndarray:
         else:
             # paddle: (img * a + grey * (1 - a)).clip(0, 255).astype(uint8) in float32, grey from
             # cv2's BGR weights on RGB data. Same float32 operations here, in place and on a 3-channel
-            # grey: numpy's broadcast of a 1-channel grey and its 200 kB temporaries cost 5x more.
+            # grey: numpy's broadcast of a 1-channel grey and its temporaries cost several times more.
             pixels = image.astype(np.float32)
             grey = cv2.cvtColor(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2RGB)
             np.multiply(pixels, aug.saturation, out=pixels)

@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from pipeline import atomic, claims, paths, results, stats
+from pipeline import atomic, claims, paths, render, results, stats
 
 layout = paths.Layout(profile, configuration)
 
@@ -82,17 +82,17 @@ results.save_figure(fig, layout.notebook_figure("comparison"))
 display(Markdown("\n".join(f"- {f}" for f in findings)))
 
 # %%
-HTML(results.comparison_html(rows))
+HTML(render.table("comparison", rows))
 
 # %% [markdown]
 # Rule: a claimed gain counts as reproduced when it lies inside our 95% confidence interval of
 # the gain (Welch's t-test over seeds). With one seed per side nothing is judged.
 
 # %%
-HTML(results.gains_html(vs_baseline + vs_gate + vs_half))
+HTML(render.table("gains", vs_baseline + vs_gate + vs_half))
 
 # %% [markdown]
 # ## Every variant: which module, at what price
 
 # %%
-HTML(results.variants_html(variants))
+HTML(render.table("variants", variants))

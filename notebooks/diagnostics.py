@@ -28,7 +28,7 @@ runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet1
 import matplotlib.pyplot as plt
 from IPython.display import HTML
 
-from pipeline import paths, results
+from pipeline import paths, render, results
 
 layout = paths.Layout(profile, configuration)
 
@@ -69,13 +69,9 @@ results.save_figure(fig, layout.notebook_figure("diagnostics"))
 plt.show()
 
 # %%
-HTML("<table><tr><th>run</th><th>layer</th><th>channels</th><th>g spread</th><th>term range</th><th>gamma</th>"
-     "<th>beta</th><th>gate min–max</th></tr>"
-     + "".join(
-         f"<tr><td>{run}</td><td>{layer['layer']}</td><td>{layer['channels']}</td>"
-         f"<td>{layer.get('g_spread', float('nan')):.2e}</td>"
-         f"<td>{layer.get('term_min', float('nan')):+.3f} … {layer.get('term_max', float('nan')):+.3f}</td>"
-         f"<td>{'–' if layer['gamma'] is None else format(layer['gamma'], '.4f')}</td><td>{layer['beta']:.4f}</td>"
-         f"<td>{layer['gate_min']:.3f}–{layer['gate_max']:.3f}</td></tr>"
-         for run, m in measured.items() for layer in m["layers"])
-     + "</table>")
+HTML(render.table("plain", ["run", "layer", "channels", "g spread", "term range", "gamma", "beta", "gate min–max"], [
+    [run, layer["layer"], layer["channels"], f"{layer.get('g_spread', float('nan')):.2e}",
+     f"{layer.get('term_min', float('nan')):+.3f} … {layer.get('term_max', float('nan')):+.3f}",
+     "–" if layer["gamma"] is None else f"{layer['gamma']:.4f}", f"{layer['beta']:.4f}",
+     f"{layer['gate_min']:.3f}–{layer['gate_max']:.3f}"]
+    for run, m in measured.items() for layer in m["layers"]]))

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from pipeline import atomic, device, images, paths
+from pipeline import atomic, bench_tables, device, images, paths
 from pipeline.models import ATTENTIONS
 
 # (arch, image size): the demo's sizes and the paper's
@@ -90,7 +90,7 @@ def _training_step(model, batch: int, size: int):
 def training(repeats: int, batch: int) -> list[dict]:
     """Training img/s per (arch, size, attention). overhead: the median over rounds of the step
     time over the baseline's in the same round, - 1; pairing neighbouring timings cancels the
-    drift of a shared machine, which moved whole runs by 20% here."""
+    drift of a shared machine, which moves whole runs."""
     from pipeline.models import build_model
 
     rows = []
@@ -236,48 +236,6 @@ def pipeline_overhead(repeats: int) -> dict:
     return result
 
 
-def markdown(r: dict) -> str:
-    lines = [f"Measured {r['date']} on {r['machine']['cpu']} ({r['machine']['allotted_threads']} threads allotted), "
-             f"Paddle {r['machine']['paddle']}; medians of {r['repeats']} repeats.", "",
-             "| headline | value |", "|---|---|",
-             f"| eval_speedup (predictor / eager, ResNet18 32 px) | {r['eval_speedup']}x |",
-             f"| data_speedup (ours / post's chain, per core, 32 -> 128 px) | {r['data_speedup']}x |",
-             f"| thread_speedup ({r['machine']['allotted_threads']} one-thread jobs side by side / one, AlexNet 128 px "
-             f"training) | {r['thread_speedup']}x |",
-             f"| intra_op_speedup (one job, {r['machine']['allotted_threads']} threads / 1) "
-             f"| {r['intra_op_speedup']}x |",
-             f"| noop_seconds (`snakemake --cores 4 all` with nothing to do) | {r['noop_seconds']} |"]
-    lines += [f"| na_overhead {v} (AlexNet 128 px step) | {f:+.1%} |" for v, f in r["na_overhead"].items()]
-    lines += ["", "| data path (per core) | post's chain img/s | ours img/s | ratio |", "|---|---|---|---|"]
-    lines += [f"| 32 -> {d['size']} px | {d['blog_img_s']} | {d['ours_img_s']} | {d['ratio']}x |"
-              for d in r["data_path"]]
-    lines += ["", "| training | attention | batch | step ms | img/s | vs none |", "|---|---|---|---|---|---|"]
-    lines += [f"| {t['arch']} {t['size']} px | {t['attention']} | {t['batch']} | {t['step_ms']} | {t['img_s']} | "
-              f"{t['overhead']:+.1%} |" for t in r["training"]]
-    lines += ["", "| inference | batch | eager img/s | predictor img/s | ratio |", "|---|---|---|---|---|"]
-    lines += [f"| {i['arch']} {i['size']} px {i['attention']} | {i['batch']} | {i['eager_img_s']} | "
-              f"{i['compiled_img_s']} | {i['ratio']}x |" for i in r["inference"]]
-    lines += ["", "| cores (training) | 1 core img/s | 1 job, all threads | ratio "
-              "| 1-thread jobs side by side | ratio |",
-              "|---|---|---|---|---|---|"]
-    lines += [f"| {t['arch']} {t['size']} px, {t['cores']} cores | {t['one_core_img_s']} | {t['threads_img_s']} | "
-              f"{t['threads_ratio']}x | {t['jobs_img_s']} | {t['jobs_ratio']}x |" for t in r["threads"]]
-    h = r["host_device"]
-    lines += ["", "| host and device (AlexNet, CPU) | before | after | ratio |", "|---|---|---|---|",
-              f"| training step ms, {h['step_size']} px, batch {h['batch']}: read back every step / once per 10 "
-              f"steps | {h['step_ms_sync_every_step']} | {h['step_ms_sync_per_10_steps']} | {h['step_ratio']}x |",
-              f"| validation s per epoch, {h['val_images']} images at {h['val_size']} px: prepared every epoch / "
-              f"once per run | {h['val_seconds_prepared_each_epoch']} | {h['val_seconds_prepared_once']} "
-              f"| {h['val_ratio']}x |",
-              f"| of which preparing, s per 10,000 images (what a GPU waited for every epoch) "
-              f"| {h['val_prepare_seconds_per_10000']} | 0 | |"]
-    o = r["pipeline_overhead"]
-    lines += ["", f"Pipeline overhead: not measured: {o['note']}." if "note" in o else
-              f"Pipeline overhead: no-op `snakemake --cores 4 all` {o['noop_seconds']} s, "
-              f"`dvc status` {o['dvc_status_seconds']} s."]
-    return "\n".join(lines) + "\n"
-
-
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -326,6 +284,6 @@ def main(params: dict, repeats: int = 5, batch: int = 64, quick: bool = False) -
                     "paddle": paddle.__version__, "python": platform.python_version()},
     }
     atomic.write_json(paths.BENCH_JSON, result)
-    atomic.write_text(paths.BENCH_TABLE, markdown(result))
-    print(markdown(result))
+    atomic.write_text(paths.BENCH_TABLE, bench_tables.markdown(result))
+    print(bench_tables.markdown(result))
     print(f"wrote {paths.BENCH_JSON} and {paths.BENCH_TABLE}; the next report build shows the table")

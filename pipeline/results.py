@@ -8,6 +8,7 @@ import statistics
 
 from pipeline import atomic, config, paths, stats
 from pipeline.claims import CLAIMS
+from pipeline.formats import points
 
 
 def read_csv(path) -> list[dict]:
@@ -61,6 +62,15 @@ def comparison(runs: list[dict]) -> list[dict]:
             "claim": {k: claim.get(k) for k in ours},
             "difference": {k: (ours[k] - claim[k]) if claim.get(k) is not None else None for k in ours},
         })
+    # Throughput compares only as a ratio between configurations: the post timed its whole loader
+    # loop on a V100, we time the predictor on pre-processed batches.
+    base = {r["arch"]: r for r in rows if r["attention"] == "none"}
+    for r in rows:
+        b = base.get(r["arch"])
+        r["throughput_ratio"] = {
+            side: r[side]["throughput_img_s"] / b[side]["throughput_img_s"]
+            if b and r is not b and r[side]["throughput_img_s"] and b[side]["throughput_img_s"] else None
+            for side in ("ours", "claim")}
     return rows
 
 
@@ -125,23 +135,6 @@ def variants(rows: list[dict], gains_vs_baseline: list[dict]) -> list[dict]:
             "verdict": verdict,
         })
     return out
-
-
-def variants_html(table: list[dict]) -> str:
-    body = ""
-    for v in table:
-        sd = "" if v["sd"] is None else f" ± {100 * v['sd']:.2f}"
-        t = v["gain"]
-        gain = "–" if t is None else _points(t["diff"]) + (
-            "" if t["ci_low"] is None else f" ({_points(t['ci_low'])} to {_points(t['ci_high'])})")
-        added = "–" if v["params_added"] is None else f"{v['params_added']:,}"
-        cost = "–" if v["train_cost"] is None else f"{v['train_cost']:+.1%}"
-        body += (f"<tr><td>{v['arch']}</td><td>{v['attention']}</td><td>{v['dataset']}</td>"
-                 f"<td>{100 * v['mean']:.2f}{sd}</td><td>{v['n']}</td><td>{gain}</td><td>{added}</td>"
-                 f"<td>{cost}</td><td>{v['verdict']}</td></tr>")
-    return ("<table class='variants'><tr><th>architecture</th><th>variant</th><th>data</th>"
-            "<th>val acc, % (mean ± sd)</th><th>seeds</th><th>gain over the baseline, points (95% CI)</th>"
-            f"<th>parameters added</th><th>training time over the baseline</th><th>verdict</th></tr>{body}</table>")
 
 
 def initial_scale(runs: list[dict]) -> list[dict]:
@@ -209,15 +202,11 @@ def na_blog_degeneracy(attention: list[dict]) -> dict | None:
     }
 
 
-def _points(x: float) -> str:
-    return f"{100 * x:+.2f}"
-
-
 def _test_text(test: dict) -> str:
     if test["ci_low"] is None:
-        return (f"{_points(test['diff'])} points from {test['n_variant']} and {test['n_baseline']} seed(s), "
+        return (f"{points(test['diff'])} points from {test['n_variant']} and {test['n_baseline']} seed(s), "
                 "too few to judge")
-    return (f"{_points(test['diff'])} points (95% CI {_points(test['ci_low'])} to {_points(test['ci_high'])}, "
+    return (f"{points(test['diff'])} points (95% CI {points(test['ci_low'])} to {points(test['ci_high'])}, "
             f"Welch p = {test['p_value']:.3f}, {test['n_variant']} and {test['n_baseline']} seeds)")
 
 
@@ -233,14 +222,14 @@ def findings(profile: str, rows: list[dict], gains_vs_baseline: list[dict], gain
         if g["claim"] is None:
             continue
         out.append(f"{g['arch']} + {g['attention']} against its baseline on {g['dataset']}: {_test_text(g['test'])}; "
-                   f"the post claims {_points(g['claim'])} points. Verdict: {g['verdict']}.")
+                   f"the post claims {points(g['claim'])} points. Verdict: {g['verdict']}.")
         p = g["power"]
         if p["detectable"] is not None:
             needed = (f"{p['seeds_for_claim']} seeds per side" if p["seeds_for_claim"]
                       else "more than 10,000 seeds per side")
             out.append(f"With {p['n']} seeds per side and a seed-to-seed standard deviation of {100 * p['sd']:.2f} "
                        f"points, the smallest gain Welch's test detects with 80% power is {100 * p['detectable']:.2f} "
-                       f"points; the claimed {_points(g['claim'])} needs {needed}.")
+                       f"points; the claimed {points(g['claim'])} needs {needed}.")
     if degeneracy:
         d = degeneracy
         out.append(
@@ -257,63 +246,6 @@ def findings(profile: str, rows: list[dict], gains_vs_baseline: list[dict], gain
         out.append("No gate control ran beside na-blog; add gate to `attentions` to test whether na-blog "
                    "does more than a learned scalar.")
     return out
-
-
-def _fmt(value, kind: str) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.4f}" if kind == "acc" else f"{value:,.0f}"
-
-
-def _signed(value, kind: str) -> str:
-    return "–" if value is None else ("+" if value >= 0 else "−") + _fmt(abs(value), kind)
-
-
-COLUMNS = (("train_acc", "train acc", "acc"), ("val_acc", "val acc", "acc"),
-           ("params", "params", "count"), ("throughput_img_s", "img/s", "count"))
-
-
-def comparison_html(rows: list[dict]) -> str:
-    """Claimed against ours per configuration, as plain HTML (notebook and report)."""
-    head = "".join(f"<th>{label}<br>ours</th><th>post</th><th>diff</th>" for _, label, _ in COLUMNS)
-    body = ""
-    for r in rows:
-        cells = ""
-        for key, _, kind in COLUMNS:
-            ours = _fmt(r["ours"][key], kind)
-            sd = r.get("spread", {}).get(key, {}).get("sd")
-            if sd is not None:
-                ours += f" ± {sd:.4f}"
-            cells += (f"<td>{ours}</td><td class='claim'>{_fmt(r['claim'][key], kind)}</td>"
-                      f"<td>{_signed(r['difference'][key], kind)}</td>")
-        body += (f"<tr><td>{r['experiment']}</td><td>{r['dataset']} / {r['claim_dataset'] or '–'}</td>"
-                 f"<td>{len(r['seeds'])}</td>{cells}</tr>")
-    return (f"<table class='comparison'><tr><th>configuration</th><th>data<br>ours / post</th><th>seeds</th>{head}</tr>"
-            f"{body}</table>")
-
-
-def gains_html(gains: list[dict]) -> str:
-    """Each variant's val-acc gain with its 95% interval, p-value and verdict."""
-    body = ""
-    for g in gains:
-        t = g["test"]
-        ci = "–" if t["ci_low"] is None else f"{_points(t['ci_low'])} to {_points(t['ci_high'])}"
-        p = "–" if t["p_value"] is None else f"{t['p_value']:.3f}"
-        claim = "–" if g["claim"] is None else _points(g["claim"])
-        pair = g["paired"]
-        paired = "–" if pair["ci_low"] is None else (f"{_points(pair['ci_low'])} to {_points(pair['ci_high'])}, "
-                                                     f"p = {pair['p_value']:.3f}")
-        power = g["power"]
-        detectable = "–" if power["detectable"] is None else f"{100 * power['detectable']:.2f}"
-        needed = "–" if power["seeds_for_claim"] is None else str(power["seeds_for_claim"])
-        body += (f"<tr><td>{g['arch']}</td><td>{g['attention']}</td><td>{g['against']}</td><td>{g['dataset']}</td>"
-                 f"<td>{_points(t['diff'])}</td><td>{ci}</td><td>{p}</td><td>{t['n_variant']} / {t['n_baseline']}</td>"
-                 f"<td>{paired}</td><td>{detectable}</td><td class='claim'>{claim}</td><td>{needed}</td>"
-                 f"<td>{g['verdict']}</td></tr>")
-    return ("<table class='gains'><tr><th>architecture</th><th>variant</th><th>against</th><th>data</th>"
-            "<th>val-acc gain, points</th><th>95% CI (Welch)</th><th>Welch p</th><th>seeds</th>"
-            "<th>paired by seed: 95% CI, p</th><th>detectable at 80% power, points</th><th>claimed gain</th>"
-            f"<th>seeds the claim needs</th><th>verdict</th></tr>{body}</table>")
 
 
 def save_figure(fig, path) -> None:

@@ -113,7 +113,9 @@ def test_gains_carry_the_paired_test_and_the_power_and_the_findings_say_it():
                              "seeds_for_claim": stats.seeds_needed(0.8458 - 0.7967, sd)}
     text = " ".join(results.findings("paper", rows, [gain], [], None))
     assert f"the smallest gain Welch's test detects with 80% power is {100 * gain['power']['detectable']:.2f}" in text
-    html = results.gains_html([gain])
+    from pipeline import render
+
+    html = render.table("gains", [gain])
     assert "paired by seed" in html and "seeds the claim needs" in html
 
 
@@ -158,5 +160,7 @@ def test_one_table_for_every_variant_says_which_module_at_what_price():
     assert table["na-blog"]["verdict"] in ("reproduced", "not reproduced")  # the post's claim decides
     assert table["se"]["verdict"] == "worse than the baseline" and table["se"]["params_added"] == 500
     assert table["simam"]["verdict"] == "no difference our seeds detect"
-    html = results.variants_html(list(table.values()))
+    from pipeline import render
+
+    html = render.table("variants", list(table.values()))
     assert "+30.0%" in html and "500" in html and "which" not in html

@@ -12,9 +12,12 @@
 
 # %% [markdown]
 # # Learning curves
-# Loss and accuracy of every run, train against validation, NA against the baseline: one
-# column per architecture. Faint lines are the training loss logged every few steps; solid
-# lines are per-epoch training figures, dashed lines validation.
+# Loss (top) and accuracy (bottom) per epoch, one column per architecture and one colour per
+# attention variant. Each line is the mean over the variant's seeds: solid for the training
+# figures of each epoch, dashed for validation. The shaded band around it spans the lowest to the
+# highest seed (min–max over seeds, not a standard deviation: with two or three seeds the range
+# is the honest summary); a variant with one seed has no band. The faint thin lines in the loss
+# panels are the training loss logged every few steps, one per seed.
 
 # %% tags=["parameters"]
 profile = "demo"
@@ -23,6 +26,10 @@ runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet1
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from pipeline import paths, results
 
@@ -33,27 +40,65 @@ archs = list(dict.fromkeys(r["arch"] for r in loaded))
 attentions = list(dict.fromkeys(r["attention"] for r in loaded))
 colours = dict(zip(attentions, plt.get_cmap("tab10").colors, strict=False))  # a colour each, from a palette of 10
 
-fig, axes = plt.subplots(2, len(archs), figsize=(6.5 * len(archs), 8), squeeze=False)
+
+def over_seeds(group: list[dict], key: str):
+    """Per epoch, the mean, lowest and highest of `key` over the runs in `group` that reached it."""
+    by_epoch = {}
+    for run in group:
+        for e in run["epochs"]:
+            by_epoch.setdefault(int(e["epoch"]), []).append(e[key])
+    epochs = sorted(by_epoch)
+    values = [np.array(by_epoch[e]) for e in epochs]
+    return (np.array(epochs), np.array([v.mean() for v in values]), np.array([v.min() for v in values]),
+            np.array([v.max() for v in values]))
+
+
+# %%
+# The report shows figures at most 1200 px wide (13.3 in at save_figure's 90 dpi): fonts of 10 pt
+# and more stay at least 12 px tall on screen.
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "legend.fontsize": 10, "xtick.labelsize": 10,
+                     "ytick.labelsize": 10})
+seed_counts = sorted({sum(r["arch"] == a and r["attention"] == v for r in loaded) for a in archs for v in attentions}
+                     - {0})
+several = seed_counts[-1] > 1
+marker = "o" if max(len(r["epochs"]) for r in loaded) <= 15 else None  # dots while epochs are few
+fig, axes = plt.subplots(2, len(archs), figsize=(min(6.5 * len(archs), 13.2), 9), squeeze=False, layout="constrained")
 for col, arch in enumerate(archs):
     loss_ax, acc_ax = axes[0, col], axes[1, col]
-    for run in (r for r in loaded if r["arch"] == arch):
-        colour = colours[run["attention"]]
-        label = f"{run['attention']} s{run['seed']}"
-        steps_per_epoch = run["train"]["steps"] / run["train"]["epochs"]
-        epochs = [e["epoch"] for e in run["epochs"]]
-        loss_ax.plot([s["step"] / steps_per_epoch for s in run["steps"]], [s["loss"] for s in run["steps"]],
-                     color=colour, alpha=0.25, linewidth=0.8)
-        loss_ax.plot(epochs, [e["train_loss"] for e in run["epochs"]], "o-", ms=3, color=colour, label=f"{label} train")
-        loss_ax.plot(epochs, [e["val_loss"] for e in run["epochs"]], "o--", ms=3, color=colour, label=f"{label} val")
-        acc_ax.plot(epochs, [e["train_acc"] for e in run["epochs"]], "o-", ms=3, color=colour, label=f"{label} train")
-        acc_ax.plot(epochs, [e["val_acc"] for e in run["epochs"]], "o--", ms=3, color=colour, label=f"{label} val")
+    faint = min(0.25, 2 / sum(r["arch"] == arch for r in loaded))  # the more runs, the fainter each step line
+    for attention in attentions:
+        group = [r for r in loaded if r["arch"] == arch and r["attention"] == attention]
+        if not group:
+            continue
+        colour = colours[attention]
+        for run in group:  # the training loss every few steps, one faint line per seed
+            steps_per_epoch = run["train"]["steps"] / run["train"]["epochs"]
+            loss_ax.plot([s["step"] / steps_per_epoch for s in run["steps"]], [s["loss"] for s in run["steps"]],
+                         color=colour, alpha=faint, linewidth=0.7)
+        for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+            for split, style in (("train", "-"), ("val", "--")):
+                epochs, mean, low, high = over_seeds(group, f"{split}_{metric}")
+                ax.plot(epochs, mean, style, marker=marker, ms=3.5, linewidth=1.8, color=colour)
+                if len(group) > 1:
+                    ax.fill_between(epochs, low, high, color=colour, alpha=0.15, linewidth=0)
     dataset = next(r["train"]["dataset"] for r in loaded if r["arch"] == arch)
     loss_ax.set(title=f"{arch} on {dataset}: loss", xlabel="epoch", ylabel="label-smoothed cross entropy")
     acc_ax.set(title=f"{arch} on {dataset}: accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-fig.suptitle(f"Learning curves ({profile} profile)")
-fig.tight_layout()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+fig.legend(handles=[Line2D([], [], color=colours[a], linewidth=3, label=a) for a in attentions],
+           loc="outside right upper", title="attention\nvariant")
+grey = "0.3"
+styles = [Line2D([], [], color=grey, linestyle="-", marker=marker, ms=3.5, label="train, per epoch"),
+          Line2D([], [], color=grey, linestyle="--", marker=marker, ms=3.5, label="validation, per epoch"),
+          Line2D([], [], color=grey, alpha=0.4, linewidth=0.7, label="train loss every few steps, each seed")]
+if several:
+    styles.append(Patch(color=grey, alpha=0.2, label="min–max over seeds"))
+seeds = f"{seed_counts[0]}" if len(seed_counts) == 1 else f"{seed_counts[0]} to {seed_counts[-1]}"
+fig.legend(handles=styles, loc="outside lower center", ncol=len(styles) if len(archs) > 1 else 2,
+           title=f"lines: mean over {seeds} seeds per variant" if several else "lines: one seed per variant")
+fig.suptitle(f"Learning curves ({profile} profile)", fontsize=14, weight="bold")
 results.save_figure(fig, layout.notebook_figure("learning_curves"))
 plt.show()

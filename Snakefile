@@ -7,6 +7,9 @@
 configfile: "params.yaml"
 
 
+report: "rules/captions/workflow.rst"  # what `snakemake --report report.html` opens with
+
+
 include: "rules/common.smk"
 
 

@@ -23,9 +23,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from pipeline import PipelineError, atomic, config, paths
+from pipeline import PipelineError, atomic, config, logs, paths
 
 OFFICIAL_BASE_URL = "https://www.cs.toronto.edu/~kriz/"
 CIFAR = {
@@ -80,7 +79,7 @@ def _download(url: str, part: Path) -> None:
                     have = 0
                 length = response.headers.get("Content-Length")
                 total = have + int(length) if length else None
-                with open(part, "ab" if have else "wb") as out, tqdm(
+                with open(part, "ab" if have else "wb") as out, logs.progress(
                     total=total, initial=have, unit="B", unit_scale=True, desc=part.name, mininterval=1
                 ) as bar:
                     for chunk in iter(lambda: response.read(1 << 20), b""):

@@ -1,5 +1,6 @@
 """Copy a command's stdout and stderr into its log file while still showing them on the terminal;
-hide native output that says nothing."""
+keep live progress bars of jobs that run side by side out of the terminal; hide native output that
+says nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+from tqdm import tqdm
+
+# Set by the Snakefile when it may run several jobs at once: their bars would overwrite one another
+# on the one terminal line, so each job's bar goes to its log and the terminal keeps the job lines
+# and what the jobs print (a training job: one line per finished epoch).
+SIDE_BY_SIDE = "NA_REPRO_JOBS_SIDE_BY_SIDE"
+_log = None  # the running command's log file, while `tee` holds it
 
 
 class _Tee:
@@ -34,7 +43,21 @@ def tee(path: Path):
         contextlib.redirect_stdout(_Tee(sys.stdout, log)),
         contextlib.redirect_stderr(_Tee(sys.stderr, log)),
     ):
-        yield
+        global _log
+        _log = log
+        try:
+            yield
+        finally:
+            _log = None
+
+
+def progress(iterable=None, **options) -> tqdm:
+    """A tqdm bar: on the terminal (and in the log) when this job has the terminal to itself, else
+    in the job's log only."""
+    if os.environ.get(SIDE_BY_SIDE) == "1" and _log is not None:
+        return tqdm(iterable, file=_log, ncols=100, mininterval=10, **{k: v for k, v in options.items()
+                                                                     if k != "mininterval"})
+    return tqdm(iterable, **options)
 
 
 @contextlib.contextmanager

@@ -28,9 +28,8 @@ import time
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-from tqdm import tqdm
 
-from pipeline import PipelineError, atomic, checkpoints, config, device, distributed, loaders, paths
+from pipeline import PipelineError, atomic, checkpoints, config, device, distributed, loaders, logs, paths
 from pipeline.data import load_prepared, subset
 from pipeline.models import build_model, count_parameters
 
@@ -191,7 +190,7 @@ def main(params: dict, run: str) -> None:
         # Losses and correct counts stay on the device and are read back once per log_every steps,
         # so the host queues steps ahead of a GPU instead of waiting for each one.
         loss_sum, correct, seen, window = 0.0, paddle.zeros([], "int64"), 0, []
-        bar = tqdm(loader, desc=f"{run} epoch {epoch}/{s['epochs']}", unit="batch", mininterval=2, leave=False,
+        bar = logs.progress(loader, desc=f"{run} epoch {epoch}/{s['epochs']}", unit="batch", mininterval=2, leave=False,
                    disable=not lead)
         for x, y in bar:
             logits, loss = training_step(net, optimizer, x, y, s["label_smoothing"], autocast, scaler)

@@ -2,11 +2,12 @@
 # --set options. Paths, the code each stage depends on and the settings it tracks all come from
 # pipeline/ (paths.py, deps.py, config.py), the same place dvc.yaml is generated from.
 
+import os
 import shlex
 import sys
 
 from pipeline import config as cfg
-from pipeline import deps, device, paths, sync
+from pipeline import deps, device, logs, paths, sync
 
 config.update(cfg.typed_snakemake_config(config))
 try:
@@ -15,6 +16,8 @@ try:
 except cfg.ConfigError as exc:
     sys.exit(f"error: {exc}")
 
+# Jobs side by side (more cores than one training takes) keep their progress bars in their logs.
+os.environ[logs.SIDE_BY_SIDE] = str(int((workflow.resource_settings.cores or 1) > device.training_cpus(SETTINGS)))
 LAYOUT = paths.layout(config)  # this configuration's folders: results of others stay untouched
 RUNS = cfg.runs(config)
 # --config values that differ from params.yaml reach every command as --set key=value. The data
@@ -40,3 +43,12 @@ def run_arch(wildcards):
 wildcard_constraints:
     run="|".join(RUNS),
     arch="|".join(config["archs"]),
+
+
+def in_snakemake_report(path):
+    """A notebook's figure or the comparison table, flagged for `snakemake --report`; else the path."""
+    if path.suffix == ".png":
+        return report(path, caption="captions/figure.rst", category="Figures", labels={"figure": path.stem})
+    if path == LAYOUT.comparison_table:
+        return report(path, caption="captions/comparison.rst", category="Tables", labels={"table": path.stem})
+    return path

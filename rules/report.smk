@@ -1,5 +1,6 @@
 # Stages 4-5: papermill-executed notebooks, then the one HTML report.
 
+
 for name in paths.NOTEBOOKS:
 
     rule:
@@ -9,7 +10,8 @@ for name in paths.NOTEBOOKS:
             deps.stage_code("notebook", name),
             LAYOUT.notebook_reads(name, RUNS),
         output:
-            LAYOUT.notebook_writes(name),
+            # Snakemake's own report (snakemake --report) shows the figure and the comparison table.
+            [in_snakemake_report(path) for path in LAYOUT.notebook_writes(name)],
         log:
             LAYOUT.log("notebook", name),
         conda:
@@ -26,7 +28,7 @@ rule report:
         deps.stage_code("report"),
         LAYOUT.report_inputs(config["archs"], RUNS),  # all of them, as the provenance manifest hashes every one
     output:
-        LAYOUT.report,
+        report(LAYOUT.report, caption="captions/report.rst", category="Report"),
         LAYOUT.provenance,
     log:
         LAYOUT.log("report"),

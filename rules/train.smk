@@ -15,7 +15,12 @@ rule train:
     output:
         directory(LAYOUT.checkpoints("{run}")),
         LAYOUT.train_steps("{run}"),
-        LAYOUT.train_epochs("{run}"),
+        report(
+            LAYOUT.train_epochs("{run}"),
+            caption="captions/epochs.rst",
+            category="Training runs",
+            labels={"run": "{run}"},
+        ),
         LAYOUT.train_summary("{run}"),
     log:
         LAYOUT.log("train", "{run}"),

@@ -23,8 +23,18 @@ def built(tmp_path_factory):
     the half control, after `snakemake --cores 4 all`: enough runs for every statistic and finding."""
     project = copy_project(tmp_path_factory.mktemp("e2e") / "project", profile="ci",
                            attentions="[none, na-blog, gate, half]")
-    run(["snakemake", "--cores", "4", "all"], cwd=project)
+    terminal = run(["snakemake", "--cores", "4", "all"], cwd=project)
+    (project.parent / "terminal.txt").write_text(terminal.stdout + terminal.stderr)
     return project
+
+
+def test_jobs_side_by_side_keep_their_progress_bars_in_their_logs(built):
+    terminal = (built.parent / "terminal.txt").read_text()
+    assert "batch/s" not in terminal and "it/s" not in terminal  # no tqdm bar reached the terminal
+    for run_name in RUNS:  # one line per finished epoch per run; the live bar is in the run's log
+        assert f"{run_name} epoch 1/1: lr " in terminal, run_name
+        assert "batch/s" in (built / f"logs/ci/train/{run_name}.log").read_text(), run_name
+    assert "type promotion" not in terminal  # Paddle's C++ warning: its cause is gone (models.channel_std)
 
 
 def test_report_shows_every_configuration_beside_the_claim(built):
@@ -34,6 +44,13 @@ def test_report_shows_every_configuration_beside_the_claim(built):
         assert f"<td>{experiment}</td>" in page
     assert "0.7967" in page and "0.8458" in page  # the post's claimed val accuracies, labelled as the claim
     assert page.count('src="data:image/png;base64,') == FIGURES
+    # one glance per claim at the top, then how to rebuild this very report
+    glance = page[page.index("<h2>At a glance</h2>"):page.index("<h2>Reproduce this report</h2>")]
+    assert glance.count("Claimed: ") == 2 and "+4.91 points (79.67% → 84.58%)" in glance and "Verdict: " in glance
+    commit = run(["git", "rev-parse", "HEAD"], cwd=built).stdout.strip()
+    assert f"git checkout {commit}" in page and "snakemake --cores 4 all\n" in page and "dvc repro" in page
+    # throughput compares as a ratio between configurations, ours beside the post's (1629 / 1598)
+    assert "img/s over the baseline's" in page and "1.02x" in page
     for section in ("Every variant: which module, at what price", "Where each variant starts",
                     "paired by seed", "detectable at 80% power", "seeds the claim needs"):
         assert section in page, section
@@ -151,6 +168,18 @@ def test_dvc_metrics_and_plots_read_our_files(built):
     run(["dvc", "plots", "show", "--json"], cwd=built)
 
 
+def test_snakemakes_own_report_holds_ours_the_figures_tables_and_curves(built, tmp_path):
+    out = tmp_path / "snakemake-report.html"
+    log = run(["snakemake", "--report", str(out)], cwd=built)
+    added = log.stdout + log.stderr
+    for name in ("index.html", "comparison.json", *(f"{n}.png" for n in
+                                                    ("learning_curves", "predictions", "comparison", "diagnostics"))):
+        assert f"Adding {name}" in added, name
+    assert added.count("Adding epochs.csv") == len(RUNS)
+    page = out.read_text()
+    assert all(f'"{category}"' in page for category in ("Report", "Figures", "Tables", "Training runs"))
+
+
 @pytest.mark.skipif(not shutil.which("chromedriver") and not os.environ.get("CI"),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_report_renders_in_headless_chromium(built):
@@ -166,7 +195,12 @@ def test_report_renders_in_headless_chromium(built):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
+        driver.set_window_size(1280, 1000)
         driver.get((built / "reports/ci/index.html").as_uri())
+        # at a laptop's width the page never scrolls sideways: wide tables scroll in their own box
+        widths = driver.execute_script("return [document.documentElement.scrollWidth, "
+                                       "document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], widths
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
         assert len(images) == FIGURES and all(ok and w > 100 and h > 100 for ok, w, h in images)
@@ -194,7 +228,7 @@ def test_benchmark_runs_and_the_report_shows_it(built):
 
 
 def test_fresh_clone_dvc_repro_builds_the_report(tmp_path):
-    project = copy_project(tmp_path / "clone", profile="ci")
+    project = copy_project(tmp_path / "clone", profile="ci", archs="[alexnet]", attentions="[none, na-blog]")
     run(["dvc", "repro"], cwd=project)
     assert "CI PROFILE" in (project / "reports/ci/index.html").read_text()
     assert "up to date" in run(["dvc", "status"], cwd=project).stdout

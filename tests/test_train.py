@@ -178,6 +178,19 @@ def test_a_state_saved_with_another_number_of_visible_devices_starts_over(tmp_pa
     assert load_state(state, model, optimizer, scheduler, {"lr": 1e-3}) == {"epoch": 1}
 
 
+def test_a_job_alone_keeps_its_bar_and_side_by_side_prints_only_its_epochs(project):
+    from pipeline import logs
+
+    ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
+    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
+    alone = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", *ci], cwd=project)
+    assert "batch/s" in alone.stderr
+    side = run(["python", "-m", "pipeline", "train", "alexnet-gate-s42", *ci], cwd=project,
+               env={logs.SIDE_BY_SIDE: "1"})
+    assert "batch/s" not in side.stdout + side.stderr and "alexnet-gate-s42 epoch 1/1: lr " in side.stdout
+    assert "batch/s" in (project / layout(project, *ci).log("train", "alexnet-gate-s42")).read_text()
+
+
 @pytest.mark.faults
 def test_evaluate_refuses_a_checkpoint_changed_after_training(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]

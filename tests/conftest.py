@@ -181,6 +181,13 @@ def assert_nothing_lost(*partial: Path, kept: tuple[Path, ...] = ()) -> None:
         raise OutputsLost(f"outputs lost: {', '.join(lost)}")
 
 
+def pytest_collection_modifyitems(items):
+    """Everything end to end is slow too, so `pytest -m "not slow"` is the whole fast tier."""
+    for item in items:
+        if "e2e" in item.keywords:
+            item.add_marker(pytest.mark.slow)
+
+
 _FAULTS = {"tried": 0, "handled": 0, "lost": 0}
 
 

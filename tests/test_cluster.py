@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import BIN, copy_project, run, snakemake_jobs
 
+pytestmark = pytest.mark.slow
+
 
 def resources(job: dict) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=([^,]+)", job["resources"]))

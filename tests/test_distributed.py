@@ -205,6 +205,7 @@ def train_steps(tmp_path, arch, attention, size, steps, workers, optimizer="sgd"
     return dict(np.load(out))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, attention, size, reference", [
     ("alexnet", "none", 64, "whole"),     # training mode, dropout off
     ("resnet18", "gate", 32, "whole"),    # BatchNorm on running statistics (eval mode)
@@ -237,6 +238,7 @@ def test_two_workers_on_halves_train_as_one_process_on_the_whole_batch(tmp_path,
     assert moved > len(names) // 2  # it did train
 
 
+@pytest.mark.slow
 def test_two_workers_take_the_first_adam_step_as_one_process(tmp_path):
     """The stage's Adam on the global batch: one step gives the same loss and, but for sign flips of
     near-zero gradients (each bounded by 2 * lr), the same weights."""
@@ -289,6 +291,7 @@ def test_two_cpu_workers_train_a_run_and_write_its_outputs_once(project):
         "epochs.csv", "steps.csv", "summary.json"]
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_a_failing_worker_fails_the_job_with_its_one_line_error(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16", "--set", "devices_per_job=2"]
@@ -316,6 +319,7 @@ def workers_of(project) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_killed_two_worker_training_leaves_no_worker_and_resumes_to_the_same_result(project):
     """SIGKILL the job's process group mid-run (as a power loss or `kill -9` of the job would):

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import copy_project, run
 
+pytestmark = pytest.mark.slow
+
 ROW = re.compile(r"^(\S.*?)\s{2,}(ok|warn|FAIL|not run)\s+(.*)$", re.M)
 
 

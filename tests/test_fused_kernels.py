@@ -89,6 +89,7 @@ def test_fused_cpu_version_matches_the_composed_ops(name, shape, scale):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5 * np.abs(want).max(), err_msg=label)
 
 
+@pytest.mark.slow
 def test_kernels_build_once_for_parallel_jobs_or_fall_back_to_the_composed_ops(tmp_path):
     """Two processes that start at once on an empty kernel cache (as Snakemake's parallel trainings
     do) both get the kernels; where they cannot build (here, a broken source), training goes on

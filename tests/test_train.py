@@ -40,6 +40,7 @@ def epoch_rows(project, where, run_name):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_cpu_training_is_repeatable(project):
     ci = ["--set", "profile=ci", "--set", "epochs=2", "--set", "batch_size=16"]
     where = layout(project, *ci)
@@ -70,6 +71,7 @@ def test_paper_profile_refuses_to_train_without_gpu(project):
     assert not (project / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.faults
 def test_killed_training_resumes_to_the_same_result(project):
     """SIGKILL a real training process mid-run, rerun it, and get what an uninterrupted run gives."""

@@ -151,9 +151,10 @@ def initial_scale(runs: list[dict]) -> list[dict]:
     return rows
 
 
-# When na-blog's gain over the baseline counts as explained by its initial scale.
-SCALE_RULE = ("na-blog's gain is explained by its initial scale when it does no better than `half` (y = 0.5 x, "
-              "fixed): the 95% Welch interval of na-blog minus half reaches zero or lies below it")
+# When na-blog's difference from the baseline counts as explained by its initial scale.
+SCALE_RULE = ("na-blog's difference from the baseline, gain or loss, is explained by its initial scale when it does "
+              "no better than `half` (y = 0.5 x, fixed): the 95% Welch interval of na-blog minus half reaches zero "
+              "or lies below it")
 
 
 def scale_findings(initial: list[dict], gains_vs_half: list[dict]) -> list[str]:
@@ -175,10 +176,11 @@ def scale_findings(initial: list[dict], gains_vs_half: list[dict]) -> list[str]:
         if t["ci_low"] is None:
             verdict = "too few seeds to say whether the initial scale explains its gain"
         elif t["ci_low"] <= 0:
-            verdict = ("it does no better than the fixed scale, so what it gains over the baseline is explained by "
-                       "the initial scale")
+            verdict = ("it does no better than the fixed scale, so its difference from the baseline, gain or loss, "
+                       "is explained by the initial scale")
         else:
-            verdict = "it does better than the fixed scale, so the initial scale alone does not explain its gain"
+            verdict = ("it does better than the fixed scale, so the initial scale alone does not explain its "
+                       "difference from the baseline")
         out.append(f"{g['arch']}: na-blog against half (y = 0.5 x, its value at initialisation): "
                    f"{_test_text(t)}; {verdict}.")
     if initial and not gains_vs_half and any(r["attention"] == "na-blog" for r in initial):

@@ -141,7 +141,7 @@ def test_initial_scale_and_the_half_control_findings():
     assert "na-blog against half" in text and "explained by the initial scale" in text
     better = [row("none", [0.79, 0.80]), row("na-blog", [0.90, 0.901]), row("half", [0.845, 0.846])]
     text = " ".join(results.scale_findings(initial, results.gains(better, against="half")))
-    assert "the initial scale alone does not explain its gain" in text
+    assert "the initial scale alone does not explain its difference from the baseline" in text
     assert "add half" in " ".join(results.scale_findings(initial[:2], []))
 
 

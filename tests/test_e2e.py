@@ -228,7 +228,8 @@ def test_benchmark_runs_and_the_report_shows_it(built):
 
 
 def test_fresh_clone_dvc_repro_builds_the_report(tmp_path):
-    project = copy_project(tmp_path / "clone", profile="ci", archs="[alexnet]", attentions="[none, na-blog]")
+    project = copy_project(tmp_path / "clone", profile="ci", archs="[alexnet]", attentions="[none, na-blog]",
+                           seeds="[42]")
     run(["dvc", "repro"], cwd=project)
     assert "CI PROFILE" in (project / "reports/ci/index.html").read_text()
     assert "up to date" in run(["dvc", "status"], cwd=project).stdout

@@ -55,8 +55,7 @@ def progress(iterable=None, **options) -> tqdm:
     """A tqdm bar: on the terminal (and in the log) when this job has the terminal to itself, else
     in the job's log only."""
     if os.environ.get(SIDE_BY_SIDE) == "1" and _log is not None:
-        return tqdm(iterable, file=_log, ncols=100, mininterval=10, **{k: v for k, v in options.items()
-                                                                     if k != "mininterval"})
+        options = {**options, "file": _log, "ncols": 100, "mininterval": 10}
     return tqdm(iterable, **options)
 
 

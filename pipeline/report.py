@@ -81,7 +81,7 @@ def main(params: dict) -> None:
     manifest = provenance.build(params, layout, loaded, started)
     atomic.write_json(layout.provenance, manifest)
     overrides = config.cli_overrides(params)
-    git = manifest["git"]
+    git, versions = manifest["git"], versions_text(manifest["versions"])
     meta = [
         ("profile", params["profile"]),
         ("configuration", layout.configuration + (f" (overrides: {' '.join(overrides)})" if overrides
@@ -91,7 +91,7 @@ def main(params: dict) -> None:
         ("generated", datetime.datetime.fromisoformat(manifest["generated"]).strftime("%Y-%m-%d %H:%M UTC")),
         ("git commit", "unknown (not a git checkout)" if git["commit"] is None else
          f"{git['commit'][:10]} ({'with uncommitted changes to tracked files' if git['dirty'] else 'clean'})"),
-        ("versions", versions_text(manifest["versions"])),
+        ("versions", versions),
     ]
     result_settings = [
         ("profile", manifest["params"]["profile"]), ("configuration", manifest["params"]["configuration"]),
@@ -108,7 +108,7 @@ def main(params: dict) -> None:
         runs=[run_row(r) for r in loaded], notebooks=paths.NOTEBOOKS,
         bench=bench_tables.tables(json.loads(paths.BENCH_JSON.read_text())) if paths.BENCH_JSON.exists() else None,
         bench_path=str(paths.BENCH_JSON), manifest=manifest, provenance_path=str(layout.provenance),
-        versions=versions_text(manifest["versions"]), result_settings=result_settings,
+        versions=versions, result_settings=result_settings,
     )
     atomic.write_text(layout.report, page)
     print(f"report: {layout.report} and {layout.provenance}")

@@ -233,7 +233,8 @@ class GCT(Attention):
 
 class SimAM(Attention):
     """SimAM (Yang et al., ICML 2021), no parameters: per channel d = (x - mean)^2 over positions,
-    v = sum(d) / (H*W - 1), y = x * sigmoid(d / (4 (v + 1e-4)) + 0.5)."""
+    v = sum(d) / (H*W - 1), y = x * sigmoid(d / (4 (v + 1e-4)) + 0.5); on a 1x1 map, where H*W - 1 = 0
+    and d = 0, v = 0 (the authors' division gives NaN there)."""
 
     lam = 1e-4
 
@@ -244,7 +245,7 @@ class SimAM(Attention):
         b, c, h, w = x.shape
         flat = x.reshape((b, c, h * w))
         d = (flat - flat.mean(axis=2, keepdim=True)) ** 2
-        v = d.sum(axis=2, keepdim=True) / (h * w - 1)
+        v = d.sum(axis=2, keepdim=True) / max(h * w - 1, 1)  # a 1x1 map (ResNet18's last stage at 16 px) has d = 0
         return x * nn.functional.sigmoid(d / (4 * (v + self.lam)) + 0.5).reshape((b, c, h, w))
 
 

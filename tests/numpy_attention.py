@@ -58,7 +58,7 @@ def numpy_gct(x, p, eps=1e-5):
 
 def numpy_simam(x, p, lam=1e-4):
     d = (x - x.mean(axis=(2, 3), keepdims=True)) ** 2
-    v = d.sum(axis=(2, 3), keepdims=True) / (x.shape[2] * x.shape[3] - 1)
+    v = d.sum(axis=(2, 3), keepdims=True) / max(x.shape[2] * x.shape[3] - 1, 1)
     return x * sigmoid(d / (4 * (v + lam)) + 0.5)
 
 

@@ -6,7 +6,11 @@ evaluation that runs on GPUs therefore takes as many of the visible ids as it ne
 CUDA_VISIBLE_DEVICES, else every GPU the driver lists) through an exclusive lock file per id, and
 makes them its CUDA_VISIBLE_DEVICES. The kernel drops a lock when its process ends, however it
 ends, so a crashed or killed job frees its devices. A job that finds too few free waits for them.
-Under SLURM the scheduler has already given the job its own devices, which it uses as they are.
+
+Inside a SLURM allocation the visible ids are the allocation's own (SLURM sets
+CUDA_VISIBLE_DEVICES), so the locks are the allocation's too: jobs of one allocation (`snakemake
+--resources gpu=4` inside `salloc --gpus=4`) share its devices out, and allocations on one node
+never wait for each other. A job submitted alone (the slurm profile) takes all it was given.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from pathlib import Path
 
 from pipeline import PipelineError
 
-# One folder per machine (a cluster's nodes may share the home directory).
 LOCK_DIR = Path(os.environ.get("NA_REPRO_GPU_LOCKS", "~/.cache/na-repro/gpu-locks")).expanduser()
 _held: list = []  # the open lock files of this process's claim, kept for its whole life
 
@@ -33,20 +36,23 @@ def visible_ids() -> list[str]:
     return [str(i) for i in range(len(list(driver.iterdir())))] if driver.is_dir() else []
 
 
-def under_slurm() -> bool:
-    return "SLURM_JOB_ID" in os.environ and "CUDA_VISIBLE_DEVICES" in os.environ
+def lock_folder() -> Path:
+    """Where this job's locks live: one folder per machine, and per SLURM allocation within it,
+    whose ids SLURM numbers from 0 again (a cluster's nodes may share the home directory)."""
+    folder = LOCK_DIR / socket.gethostname()
+    if "SLURM_JOB_ID" in os.environ and "CUDA_VISIBLE_DEVICES" in os.environ:
+        folder /= f"slurm-job-{os.environ['SLURM_JOB_ID']}"
+    return folder
 
 
 def claim(count: int, poll_seconds: float = 1.0) -> list[str]:
     """Hold `count` GPU ids that no other job holds and make them this process's
     CUDA_VISIBLE_DEVICES (so Paddle's device 0 is the first of them); waits while too few are free."""
     ids = visible_ids()
-    if under_slurm():
-        return ids[:count]
     if len(ids) < count:
         raise PipelineError(f"this job needs {count} GPU(s) and {len(ids)} are visible ({','.join(ids) or 'none'}); "
                             "check nvidia-smi and CUDA_VISIBLE_DEVICES, or lower devices_per_job")
-    folder = LOCK_DIR / socket.gethostname()
+    folder = lock_folder()
     folder.mkdir(parents=True, exist_ok=True)
     said = False
     while True:

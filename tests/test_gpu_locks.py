@@ -72,9 +72,20 @@ def test_the_users_own_visible_devices_are_honoured(start):
     assert sorted(claimed(start(1, visible="5,7")) + claimed(start(1, visible="5,7"))) == ["5", "7"]
 
 
-def test_under_slurm_the_schedulers_devices_are_used_as_they_are(start):
-    assert claimed(start(1, visible="3", SLURM_JOB_ID="42")) == ["3"]
-    assert claimed(start(1, visible="3", SLURM_JOB_ID="43")) == ["3"]  # no lock: SLURM keeps jobs apart
+def test_jobs_inside_one_slurm_allocation_share_out_its_devices(start):
+    """`snakemake --resources gpu=2` inside `sbatch --gpus=2`: SLURM sets CUDA_VISIBLE_DEVICES for the
+    allocation once, and its two jobs must not both run on its first device."""
+    jobs = [start(1, visible="0,1", SLURM_JOB_ID="42") for _ in range(2)]
+    assert sorted(claimed(j)[0] for j in jobs) == ["0", "1"]
+    third = start(1, visible="0,1", SLURM_JOB_ID="42")
+    assert third.stdout.readline().startswith("waiting for 1 free GPU(s) of 0,1")
+
+
+def test_separate_slurm_allocations_on_one_node_never_wait_for_each_other(start):
+    """Each allocation numbers its devices from 0: two one-GPU jobs of the slurm profile both see "0"."""
+    assert claimed(start(1, visible="0", SLURM_JOB_ID="42")) == ["0"]
+    assert claimed(start(1, visible="0", SLURM_JOB_ID="43")) == ["0"]
+    assert claimed(start(2, visible="0,1", SLURM_JOB_ID="44")) == ["0", "1"]  # a job takes all it was given
 
 
 @pytest.mark.faults

@@ -267,6 +267,41 @@ def _pixel_from_normalised(side: int) -> np.ndarray:
     return np.array([[side / 2, 0, side / 2 - 0.5], [0, side / 2, side / 2 - 0.5], [0, 0, 1]])
 
 
+def _device_numbers(p: Augmentation, n: int, size: int) -> list[np.ndarray]:
+    """Every number the device needs to augment one batch, computed on the host: per image the
+    jitter factors and order, the crop-and-flip sampling grid's coordinates and the rotation's
+    affine map; and the normalisation constants."""
+    side = resized_size(size)
+    # Crop box and flip: separable pixel coordinates, clamped to the box, normalised for grid_sample.
+    out = np.arange(size) + 0.5
+    top, left = np.asarray(p.top, np.float64)[:, None], np.asarray(p.left, np.float64)[:, None]
+    height, width = np.asarray(p.height, np.float64)[:, None], np.asarray(p.width, np.float64)[:, None]
+    xs = np.where(np.asarray(p.flip)[:, None], size - out, out)
+    u = np.clip(xs * width / size - 0.5, 0, width - 1) + left
+    v = np.clip(out * height / size - 0.5, 0, height - 1) + top
+    # Rotation: cv2.getRotationMatrix2D is the forward map; grid_sample wants output -> input.
+    to_pixel = _pixel_from_normalised(size)
+    to_normal = np.linalg.inv(to_pixel)
+    thetas = []
+    for angle in np.asarray(p.angle, np.float64):
+        forward = np.vstack([cv2.getRotationMatrix2D((size / 2, size / 2), float(angle), 1), [0, 0, 1]])
+        thetas.append((to_normal @ np.linalg.inv(forward) @ to_pixel)[:2])
+    per_image = [np.asarray(values, np.float64).reshape(n, 1, 1, 1) for values in (p.brightness, p.contrast,
+                                                                                   p.saturation)]
+    order = [np.asarray(p.order)[:, step].reshape(n, 1, 1, 1) for step in range(3)]
+    return [*per_image, *order, (2 * u + 1) / side - 1, (2 * v + 1) / side - 1, np.array(thetas),
+            MEAN.reshape(1, 3, 1, 1), STD.reshape(1, 3, 1, 1)]
+
+
+def _to_device(arrays: list[np.ndarray], place) -> list:
+    """`arrays` as float32 tensors on `place`, sent in one host-to-device copy and cut there."""
+    import paddle
+
+    flat = paddle.to_tensor(np.concatenate([np.asarray(a, np.float32).ravel() for a in arrays]), place=place)
+    sizes = [int(np.prod(a.shape)) for a in arrays]
+    return [part.reshape(list(a.shape)) for part, a in zip(paddle.split(flat, sizes), arrays, strict=True)]
+
+
 def augment_batch_on_device(batch_u8, size: int, rng=None, params: Augmentation | None = None):
     """A batch through the chain with paddle tensor ops on the batch's device: NHWC uint8 -> NCHW float32.
 
@@ -276,21 +311,23 @@ def augment_batch_on_device(batch_u8, size: int, rng=None, params: Augmentation 
     truncations), crop box and flip by bilinear grid_sample clamped to the box (cv2.resize of a
     box never reads outside it), rotation by nearest-neighbour grid_sample with black fill,
     normalisation. Values are rounded to integers after each resampling, as cv2 stores uint8.
+    The batch's numbers reach the device in one copy.
     """
+    n = batch_u8.shape[0]
+    p = params if params is not None else sample_augmentations(rng or np.random, n, size)
+    return _augment_on_device(batch_u8, size, _to_device(_device_numbers(p, n, size), batch_u8.place))
+
+
+def _augment_on_device(batch_u8, size: int, numbers: list):
+    """augment_batch_on_device, given its `_device_numbers` already on the batch's device."""
     import paddle
     import paddle.nn.functional as F
 
-    n = batch_u8.shape[0]
-    p = params if params is not None else sample_augmentations(rng or np.random, n, size)
-    side = resized_size(size)
-
-    def column(values):  # per-image value, broadcast over C, H, W
-        return paddle.to_tensor(np.asarray(values, np.float32).reshape(n, 1, 1, 1), place=batch_u8.place)
+    b, c, a, *order, gx, gy, theta, mean, std = numbers
+    n, side = batch_u8.shape[0], resized_size(size)
 
     def jitter_batch(x):
-        b, c, a = column(p.brightness), column(p.contrast), column(p.saturation)
-        for step in range(3):  # every image's step-th jitter operation; each image picks its own
-            op = column(np.asarray(p.order)[:, step])
+        for op in order:  # every image's step-th jitter operation; each image picks its own
             grey = 0.114 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.299 * x[:, 2:3]  # cv2's BGR weights, RGB data
             candidates = [x * b, (x - CONTRAST_PIVOT) * c + CONTRAST_PIVOT, x * a + grey * (1 - a)]
             x = paddle.where(op == 0, candidates[0], paddle.where(op == 1, candidates[1], candidates[2]))
@@ -302,32 +339,10 @@ def augment_batch_on_device(batch_u8, size: int, rng=None, params: Augmentation 
 
     x = batch_u8.astype("float32").transpose([0, 3, 1, 2])
     x = jitter_batch(resize(x))
-
-    # Crop box and flip: separable pixel coordinates, clamped to the box, normalised for grid_sample.
-    out = np.arange(size) + 0.5
-    top, left = np.asarray(p.top, np.float64)[:, None], np.asarray(p.left, np.float64)[:, None]
-    height, width = np.asarray(p.height, np.float64)[:, None], np.asarray(p.width, np.float64)[:, None]
-    xs = np.where(np.asarray(p.flip)[:, None], size - out, out)
-    u = np.clip(xs * width / size - 0.5, 0, width - 1) + left
-    v = np.clip(out * height / size - 0.5, 0, height - 1) + top
-    gx = paddle.to_tensor(((2 * u + 1) / side - 1).astype(np.float32), place=batch_u8.place)
-    gy = paddle.to_tensor(((2 * v + 1) / side - 1).astype(np.float32), place=batch_u8.place)
     grid = paddle.stack([gx[:, None, :].expand([n, size, size]), gy[:, :, None].expand([n, size, size])], axis=-1)
     x = paddle.round(F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False))
-
-    # Rotation: cv2.getRotationMatrix2D is the forward map; grid_sample wants output -> input.
-    to_pixel = _pixel_from_normalised(size)
-    to_normal = np.linalg.inv(to_pixel)
-    thetas = []
-    for angle in np.asarray(p.angle, np.float64):
-        forward = np.vstack([cv2.getRotationMatrix2D((size / 2, size / 2), float(angle), 1), [0, 0, 1]])
-        thetas.append((to_normal @ np.linalg.inv(forward) @ to_pixel)[:2])
-    theta = paddle.to_tensor(np.array(thetas, np.float32), place=batch_u8.place)
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
     x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-
-    mean = paddle.to_tensor(MEAN.reshape(1, 3, 1, 1), place=batch_u8.place)
-    std = paddle.to_tensor(STD.reshape(1, 3, 1, 1), place=batch_u8.place)
     return (x / 255 - mean) / std
 
 
@@ -339,12 +354,15 @@ class DeviceBatches:
     label tensor) pair on `place` (default: paddle's current device; or e.g. "gpu:0"). The
     augmentation is `augment_batch_on_device`, the same distribution as `TrainDataset`, with its
     parameters drawn from `rng` (default: numpy's global state, which the training stage seeds and
-    checkpoints, so a resumed run repeats it).
+    checkpoints, so a resumed run repeats it). Each batch costs one host-to-device copy: its
+    indices and augmentation numbers together.
     """
 
     def __init__(self, images_u8: np.ndarray, labels: np.ndarray, size: int, batch_sampler, rng=None, place=None):
         import paddle
 
+        if len(images_u8) > 2**24:  # the indices travel as float32, exact up to 2^24
+            raise ValueError(f"{len(images_u8)} images: DeviceBatches sends indices as float32, exact up to 2^24")
         self.images = paddle.to_tensor(np.ascontiguousarray(images_u8), dtype="uint8", place=place)
         self.labels = paddle.to_tensor(np.asarray(labels, np.int64), place=place)
         self.size, self.batch_sampler = size, batch_sampler
@@ -357,6 +375,9 @@ class DeviceBatches:
         import paddle
 
         for indices in self.batch_sampler:
-            index = paddle.to_tensor(indices, place=self.images.place)
-            yield (augment_batch_on_device(paddle.gather(self.images, index), self.size, self.rng),
+            p = sample_augmentations(self.rng, len(indices), self.size)
+            index, *numbers = _to_device([np.asarray(indices), *_device_numbers(p, len(indices), self.size)],
+                                         self.images.place)
+            index = index.astype("int64")
+            yield (_augment_on_device(paddle.gather(self.images, index), self.size, numbers),
                    paddle.gather(self.labels, index))

@@ -307,3 +307,15 @@ def test_device_batches_follow_the_sampler_and_keep_labels_aligned():
     first = [x.numpy() for x, _ in unseeded]
     np.random.seed(8)
     assert all(np.array_equal(a, x.numpy()) for a, (x, _) in zip(first, unseeded, strict=True))
+
+
+def test_each_device_batch_crosses_to_the_device_in_one_copy(monkeypatch):
+    """On a GPU every paddle.to_tensor of host data is a host-to-device copy, which the GPU waits for;
+    a batch's indices and augmentation numbers go together (they once took about ten)."""
+    from pipeline.loaders import GlobalBatchSampler
+
+    imgs, labels = colour_images(12, seed=2), np.arange(12, dtype=np.int64)
+    batches = images.DeviceBatches(imgs, labels, 32, GlobalBatchSampler(12, 4, seed=3), rng=np.random.default_rng(5))
+    copies, to_tensor = [], paddle.to_tensor
+    monkeypatch.setattr(paddle, "to_tensor", lambda *a, **kw: (copies.append(1), to_tensor(*a, **kw))[1])
+    assert len(list(batches)) == 3 and len(copies) == 3

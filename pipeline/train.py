@@ -113,10 +113,23 @@ def training_step(model, optimizer, x, y, smoothing: float, autocast, scaler):
         optimizer.step()
     else:
         scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+        update_loss_scale(scaler)
     optimizer.clear_grad()
     return logits, loss
+
+
+def update_loss_scale(scaler) -> None:
+    """`scaler.update()`: after an overflow it halves the scale and prints `float(scale)` of its
+    one-element scale tensor, which NumPy 2.4 and later (the SLURM plugin needs them) refuse with a
+    TypeError. The scale is a 0-d tensor for that call only; Paddle keeps it as [1] elsewhere."""
+    if not scaler.is_enable():  # off where autocast is (the CPU): nothing to update
+        return
+    scaler._scale = scaler._scale.reshape([])
+    try:
+        scaler.update()
+    finally:
+        scaler._scale = scaler._scale.reshape([1])
 
 
 def launch_workers(params: dict, s: dict) -> None:
@@ -168,7 +181,7 @@ def main(params: dict, run: str) -> None:
     # before rerunning a job; the outputs appear only when the run is complete.
     work = layout.resume_dir(run)
     state_file = work / "state.pdckpt"
-    progress = checkpoints.load_state(state_file, model, optimizer, scheduler, s, rank)
+    progress = checkpoints.load_state(state_file, model, optimizer, scheduler, scaler, s, rank)
     if progress is None:
         progress = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0,
                     "step_rows": [], "epoch_rows": []}
@@ -223,7 +236,7 @@ def main(params: dict, run: str) -> None:
                 progress["best_acc"], progress["best_epoch"] = val_acc, epoch
                 checkpoints.save_checkpoint(model, optimizer, work / "best")
             progress.update(epoch=epoch, elapsed=row["seconds"])
-            checkpoints.save_state(state_file, model, optimizer, scheduler, progress, s, rng)
+            checkpoints.save_state(state_file, model, optimizer, scheduler, scaler, progress, s, rng)
         else:
             progress.update(epoch=epoch)
         distributed.barrier()

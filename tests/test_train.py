@@ -173,11 +173,43 @@ def test_a_state_saved_with_another_number_of_visible_devices_starts_over(tmp_pa
     rng = rng_state()
     rng["paddle"] = rng["paddle"] * 2  # as saved on a machine that saw two GPUs
     state = tmp_path / "state.pdckpt"
-    save_state(state, model, optimizer, scheduler, {"epoch": 1}, {"lr": 1e-3}, [rng])
-    assert load_state(state, model, optimizer, scheduler, {"lr": 1e-3}) is None
+    save_state(state, model, optimizer, scheduler, None, {"epoch": 1}, {"lr": 1e-3}, [rng])
+    assert load_state(state, model, optimizer, scheduler, None, {"lr": 1e-3}) is None
     assert "saved with 2 visible device(s), 1 now; starting over" in capsys.readouterr().out
-    save_state(state, model, optimizer, scheduler, {"epoch": 1}, {"lr": 1e-3}, [rng_state()])
-    assert load_state(state, model, optimizer, scheduler, {"lr": 1e-3}) == {"epoch": 1}
+    save_state(state, model, optimizer, scheduler, None, {"epoch": 1}, {"lr": 1e-3}, [rng_state()])
+    assert load_state(state, model, optimizer, scheduler, None, {"lr": 1e-3}) == {"epoch": 1}
+
+
+def test_a_resumed_fp16_run_keeps_its_loss_scale(tmp_path):
+    """The real GradScaler, on a place it takes for a GPU (tests/number_formats.py): three
+    overflowing steps halve 2^16 three times and one good step counts towards the next increase;
+    the saved state brings all of it back, so a resumed run does not skip its first steps again."""
+    from pipeline import train
+    from pipeline.checkpoints import load_state, rng_state, save_state
+    from tests.number_formats import gpu_in_format
+
+    with gpu_in_format("fp16"):
+        model = paddle.nn.Linear(4, 3)
+        optimizer = paddle.optimizer.Adam(parameters=model.parameters())
+        scheduler = paddle.optimizer.lr.CosineAnnealingDecay(1e-3, T_max=10)
+        autocast, scaler = train.mixed_precision("fp16", "gpu")
+        x, y = paddle.randn([2, 4]), paddle.to_tensor([0, 2])
+        for factor in (1e30, 1e30, 1e30, 1.0):  # the first three overflow
+            with autocast():
+                loss = train.smoothed_cross_entropy(model(x) * factor, y, 0.1)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            train.update_loss_scale(scaler)
+            optimizer.clear_grad()
+        saved = scaler.state_dict()
+        assert float(saved["scale"][0]) == 2.0**13 and saved["incr_count"] == 1
+        state = tmp_path / "state.pdckpt"
+        save_state(state, model, optimizer, scheduler, scaler, {"epoch": 1}, {"lr": 1e-3}, [rng_state()])
+        _, resumed = train.mixed_precision("fp16", "gpu")
+        assert float(resumed.state_dict()["scale"][0]) == 2.0**16
+        assert load_state(state, model, optimizer, scheduler, resumed, {"lr": 1e-3}) == {"epoch": 1}
+    restored = resumed.state_dict()
+    assert float(restored["scale"][0]) == 2.0**13 and restored["incr_count"] == 1 and restored["decr_count"] == 0
 
 
 def test_a_job_alone_keeps_its_bar_and_side_by_side_prints_only_its_epochs(project):

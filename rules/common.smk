@@ -25,6 +25,8 @@ RUNS = cfg.runs(config)
 OVERRIDES = cfg.cli_overrides(config)
 # GPUs an evaluation holds; a training job holds devices_per_job of them (rules/train.smk).
 GPUS_PER_JOB = device.gpus_per_job(SETTINGS, devices=1)
+# Every rule's environment under --sdm conda: the GPU build of Paddle when the profile trains on GPUs.
+CONDA_ENV = f"../envs/{'na-repro-gpu' if GPUS_PER_JOB else 'na-repro'}.yaml"
 
 
 def set_options(overrides):

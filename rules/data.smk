@@ -9,7 +9,7 @@ rule data:
     log:
         LAYOUT.log("data", "{arch}"),
     conda:
-        "../envs/na-repro.yaml"
+        CONDA_ENV
     params:
         settings=lambda wc: cfg.tracked_values(config, "data", wc.arch),
     shell:

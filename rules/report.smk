@@ -15,7 +15,7 @@ for name in paths.NOTEBOOKS:
         log:
             LAYOUT.log("notebook", name),
         conda:
-            "../envs/na-repro.yaml"
+            CONDA_ENV
         params:
             name=name,  # the shell command is formatted at run time, after the loop has ended
             settings=cfg.tracked_values(config, "notebook"),
@@ -33,7 +33,7 @@ rule report:
     log:
         LAYOUT.log("report"),
     conda:
-        "../envs/na-repro.yaml"
+        CONDA_ENV
     params:
         settings=cfg.tracked_values(config, "report"),
     shell:

@@ -2,7 +2,7 @@
 # Paddle's thread count follows OMP_NUM_THREADS, which Snakemake sets to `threads`. A training
 # job takes the profile's `train_threads` (the demo's 1: on a CPU, one-thread jobs side by side
 # train faster than one job with more threads) and one GPU when the profile trains on GPUs; an
-# evaluation takes every core, since the oneDNN predictor uses them well. Memory and time limit
+# evaluation takes every core on the CPU, since the oneDNN predictor uses them well, and one on a GPU. Memory and time limit
 # come from the profile too (train_mem_mb, train_runtime_min): a cluster scheduler reads them.
 # `params` holds only the settings that can change a job's results (config.RESULT_SETTINGS), so
 # a scheduler request never reruns anything.
@@ -25,7 +25,7 @@ rule train:
     log:
         LAYOUT.log("train", "{run}"),
     conda:
-        "../envs/na-repro.yaml"
+        CONDA_ENV
     # Per device train_threads, and at least the training process plus its loader workers
     # (device.training_cpus); Snakemake lowers it to --cores when that is smaller.
     threads: device.training_cpus(SETTINGS)
@@ -52,9 +52,10 @@ rule evaluate:
     log:
         LAYOUT.log("evaluate", "{run}"),
     conda:
-        "../envs/na-repro.yaml"
-    # Every core of this machine; a cluster run has no --cores and gives it a training job's share.
-    threads: lambda wildcards: workflow.resource_settings.cores or SETTINGS["train_threads"]
+        CONDA_ENV
+    # On a GPU the predictor runs there and one CPU feeds it, so trainings keep the other cores. On
+    # the CPU every core of this machine (a cluster run has no --cores: a training job's share).
+    threads: lambda wildcards: 1 if GPUS_PER_JOB else workflow.resource_settings.cores or SETTINGS["train_threads"]
     resources:
         gpu=GPUS_PER_JOB,
     params:

@@ -87,3 +87,46 @@ def test_only_the_cpu_extra_names_a_paddle_build():
     assert project["optional-dependencies"]["cpu"] == [f"paddlepaddle=={device.PADDLE_VERSION}"]
     named = [r for extra, reqs in project["optional-dependencies"].items() if extra != "cpu" for r in reqs]
     assert not [r for r in project["dependencies"] + named if r.lower().startswith("paddle")]
+
+
+# What Snakemake asks conda before it lists the environments (`conda info`, `conda config --get`).
+CONDA_STAND_IN = """#!/bin/sh
+case "$1" in
+  --version) echo "conda 24.7.1";;
+  info) echo '{"conda_version": "24.7.1", "conda_prefix": "/nonexistent", "root_prefix": "/nonexistent",
+               "envs_dirs": [], "platform": "linux-64", "channels": []}';;
+  config) echo '{"get": {"channel_priority": "strict"}}';;
+  *) echo "conda stand-in: only answers questions" >&2; exit 1;;
+esac
+"""
+
+
+@pytest.mark.parametrize("overrides, environment", [
+    (["profile=ci"], "envs/na-repro.yaml"),
+    (["profile=paper"], "envs/na-repro-gpu.yaml"),
+    (["profile=paper", "device=cpu"], "envs/na-repro.yaml"),
+])
+def test_under_sdm_conda_every_rule_gets_the_paddle_build_its_profile_trains_with(tmp_path, overrides, environment):
+    """`snakemake --list-conda-envs` names the environments of every job of the DAG. No conda here
+    (nor could paddlepaddle-gpu install): a stand-in answers Snakemake's questions and creates nothing."""
+    stand_in = tmp_path / "bin" / "conda"
+    stand_in.parent.mkdir()
+    stand_in.write_text(CONDA_STAND_IN)
+    stand_in.chmod(0o755)
+    project = copy_project(tmp_path / "project")
+    listed = run(["snakemake", "--list-conda-envs", "--sdm", "conda", "--config", *overrides], cwd=project,
+                 env={"PATH": f"{stand_in.parent}:{Path(sys.executable).parent}:/usr/bin:/bin"}).stdout
+    assert [line.split()[0] for line in listed.splitlines()[1:]] == [environment]
+
+
+def test_the_gpu_environment_pins_the_gpu_build_from_paddles_index():
+    import yaml
+
+    def pip_lines(name):
+        spec = yaml.safe_load((Path(__file__).parents[1] / "envs" / name).read_text())
+        return next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
+
+    gpu = pip_lines("na-repro-gpu.yaml")
+    assert f"--extra-index-url {device.PADDLE_GPU_INDEX}" in gpu
+    assert f"{device.GPU_BUILD}=={device.PADDLE_VERSION}" in gpu and "-e .." in gpu  # no extra: no CPU build
+    assert pip_lines("na-repro.yaml") == ["-e ..[cpu]"]

@@ -148,14 +148,14 @@ def test_a_training_job_is_one_task_holding_its_gpus_cpus_memory_and_time(paper_
         assert sbatch["-t"] == ("15" if "alexnet" in name else "90"), name
 
 
-def test_slurm_evaluations_hold_one_gpu_and_light_jobs_none(paper_submissions):
+def test_slurm_evaluations_hold_one_gpu_and_one_cpu_and_light_jobs_none(paper_submissions):
     _, _, submitted = paper_submissions
     for name, job in submitted.items():
         sbatch, srun = options(job["sbatch"]), options(job["srun"])
         assert "--ntasks-per-gpu" not in sbatch, name
         if name.startswith("rule_evaluate_"):
             assert sbatch["--gpus"] == srun["--gpus"] == "1", name
-            assert (sbatch["--cpus-per-task"], sbatch["--mem"], sbatch["-t"]) == ("4", "8000", "30"), name
+            assert (sbatch["--cpus-per-task"], sbatch["--mem"], sbatch["-t"]) == ("1", "8000", "30"), name
         elif not name.startswith("rule_train_"):
             assert "--gpus" not in sbatch and "--gpus" not in srun, name
             assert (sbatch["--ntasks"], sbatch["--cpus-per-task"], sbatch["--mem"], sbatch["-t"]) == (

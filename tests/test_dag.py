@@ -76,6 +76,18 @@ def test_paper_profile_plans_cifar_and_the_six_configurations_at_two_seeds_on_gp
     assert all("--set 'profile=\"paper\"'" in c for c in jobs)
 
 
+def test_on_a_gpu_machine_an_evaluation_takes_one_cpu_and_leaves_the_rest_to_trainings(project):
+    """`--cores 16` with the paper profile: each training declares its 5 CPUs (process and 4 loader
+    workers) and an evaluation its GPU and one CPU, so three trainings and an evaluation fit at once."""
+    jobs = snakemake_jobs(project, "--cores", "16", "--config", "profile=paper")
+    evaluations = [j for j in jobs.values() if j["rule"] == "evaluate"]
+    assert evaluations and all(j["threads"] == 1 and "gpu=1" in j["resources"] for j in evaluations)
+    assert all(j["threads"] == 5 for j in jobs.values() if j["rule"] == "train")
+    # On the CPU an evaluation still takes every core: the oneDNN predictor uses them.
+    jobs = snakemake_jobs(project, "--cores", "16", "--config", "profile=paper", "device=cpu")
+    assert all(j["threads"] == 16 for j in jobs.values() if j["rule"] == "evaluate")
+
+
 def test_demo_training_jobs_hold_no_gpu(both):
     snake, _ = both
     assert all("gpu=0" in j["resources"] for j in snake.values() if j["rule"] == "train")

@@ -25,7 +25,8 @@ class DeviceError(PipelineError):
 # The one Paddle release the project pins, as a CPU build (PyPI: pip install -e ".[cpu]") or a
 # GPU build from Paddle's own index, one per CUDA version (README, "The paper profile").
 PADDLE_VERSION = "3.3.1"
-PADDLE_GPU_INDEX = "https://www.paddlepaddle.org.cn/packages/stable/cu126/"
+PADDLE_INDEX = "https://www.paddlepaddle.org.cn/packages/stable/{cuda}/"
+PADDLE_GPU_INDEX = PADDLE_INDEX.format(cuda="cu126")
 CPU_BUILD, GPU_BUILD = "paddlepaddle", "paddlepaddle-gpu"
 INSTALL_GPU = (f"pip install {GPU_BUILD}=={PADDLE_VERSION} -i {PADDLE_GPU_INDEX} "
                "(cu118 or cu129 for other CUDA versions)")
@@ -116,10 +117,60 @@ def import_paddle():
     return paddle
 
 
+class CudaError(DeviceError):
+    """CUDA itself failed (driver, wheel or CUDA_VISIBLE_DEVICES): `cause` is CUDA's own line, `fix` what to do."""
+
+    def __init__(self, cause: str, fix: str):
+        super().__init__(f"CUDA failed: {cause}. {fix}")
+        self.cause, self.fix = cause, fix
+
+
+def cuda_failure(error: Exception) -> CudaError:
+    """One line for a failed CUDA call: Paddle raises its whole C++ report (an OSError for a CUDA
+    error), whose one telling line is the CUDA error itself."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = next((line for line in lines if "CUDA error" in line or "cudaError" in line), lines[-1] if lines else "")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return CudaError(cause[:200].rstrip(". "), (
+        "Check `nvidia-smi`: it must list the GPU, with a driver that supports the CUDA version of the Paddle "
+        f"wheel (else install one built for an older CUDA: pip uninstall -y {GPU_BUILD}, then pip install "
+        f"{GPU_BUILD}=={PADDLE_VERSION} -i {PADDLE_INDEX.format(cuda='cu118')})"
+        + (f"; CUDA_VISIBLE_DEVICES is {visible!r}: unset it or list valid ids" if visible is not None else "")))
+
+
 def gpu_count() -> int:
+    """The GPUs Paddle sees (0 with the CPU build); a CUDA failure is a CudaError, not a traceback:
+    `import paddle` only warns when the driver is too old for the wheel, counting the GPUs raises."""
     import paddle
 
-    return paddle.device.cuda.device_count() if paddle.is_compiled_with_cuda() else 0
+    if not paddle.is_compiled_with_cuda():
+        return 0
+    try:
+        return paddle.device.cuda.device_count()
+    except (OSError, RuntimeError) as error:
+        raise cuda_failure(error) from None
+
+
+def float32_format(dev: str) -> str:
+    """The number format `dev` computes float32 convolutions and matmuls in: "tf32" on a GPU of
+    compute capability 8.0 or later while Paddle lets cuDNN or cuBLAS use TF32 (its default, which
+    NVIDIA_TF32_OVERRIDE=0 turns off in both libraries), else "fp32"."""
+    if dev != "gpu" or os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":
+        return "fp32"
+    import paddle
+    from paddle.base import core
+
+    try:
+        major, _ = paddle.device.cuda.get_device_capability()
+    except (OSError, RuntimeError) as error:
+        raise cuda_failure(error) from None
+    return "tf32" if major >= 8 and (core.get_cudnn_switch() or core.get_cublas_switch()) else "fp32"
+
+
+def number_format(dev: str, precision: str) -> str:
+    """The format a model's convolutions and matmuls compute in on `dev` when it computes in
+    `precision` (fp32 | bf16 | fp16, what autocast actually ran: nothing on the CPU)."""
+    return float32_format(dev) if precision == "fp32" else precision
 
 
 def select(setting: str, count: int = 1) -> str:

@@ -1,9 +1,10 @@
 """`python -m pipeline doctor`: check this machine the way the pipeline will use it, before a long run.
 
 It runs what the active profile's jobs will run, in small: the Paddle build, CUDA, each visible
-GPU, one training step of every architecture with every attention variant on the training device
-(on a GPU in fp32 and each amp mode, against the same step on the CPU), the inference predictor
-against eager Paddle, loader workers in shared memory, a two-worker data-parallel step, and the
+GPU, the start of a training step of every architecture with every attention variant on the
+training device (on a GPU in fp32 and each amp mode, against the same step on the CPU, within the
+bounds of pipeline/tolerances.py), the inference predictor against eager Paddle, loader workers in
+shared memory delivering where training's batches go, a two-worker data-parallel step, and the
 compiler of the fused CPU kernels. Each check prints one row as it ends: what it checked, its
 result (ok | warn | FAIL | not run) and what it found, with a one-line fix under every warning and
 failure. A check this machine cannot run says why. The command fails if any check failed.
@@ -25,17 +26,14 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from pipeline import PipelineError, device, distributed, fused, inference, loaders, train
+from pipeline import PipelineError, device, distributed, fused, inference, loaders, tolerances, train
 from pipeline.models import ATTENTIONS, build_model
 
 AMP_MODES = ("fp32", "bf16", "fp16")
-# How far a GPU step may be from the same step on the CPU: the largest logit difference, before and
-# after one Adam step, over max(1, the largest CPU logit). fp32: cuDNN and cuBLAS may compute in
-# TF32 on Ampere and later GPUs (10 mantissa bits); fp16 keeps 10 bits, bf16 8. These follow from
-# the formats; no GPU has measured them yet. na-blog's output is amplified rounding noise, which
-# other kernels round otherwise, so it has the bound of its predictor check in every mode.
-STEP_TOLERANCE = {"fp32": 1e-2, "bf16": 1e-1, "fp16": 2e-2}
-NA_BLOG_TOLERANCE = inference.LOGIT_TOLERANCE["na-blog"]
+# A skipped fp16 step halves GradScaler's scale (2^16 at the start): 8 halvings cover gradients 256
+# times over fp16's range. Training skips the same steps (and says so), so they are no fault.
+MAX_SKIPPED_STEPS = 8
+STEP_MOVES_LOGITS = 0.25  # how far the compared gradient step moves the logits, as a fraction of their scale
 STEP_IMAGES = 8
 CLASSES = 10  # the count does not change what a device computes
 SHARED_MEMORY = Path("/dev/shm")
@@ -86,63 +84,143 @@ def cuda_versions() -> Row:
     return Row("CUDA and cuDNN", "ok", versions)
 
 
-def gpus(s: dict) -> list[Row]:
+def gpus(s: dict) -> tuple[list[Row], int]:
+    """A row per visible GPU, and how many there are (0 when CUDA itself fails, with its fix)."""
     if not paddle.is_compiled_with_cuda():
-        return [Row("GPUs", "not run", "the CPU build of Paddle sees no GPU")]
-    count = device.gpu_count()
+        return [Row("GPUs", "not run", "the CPU build of Paddle sees no GPU")], 0
+    try:
+        count = device.gpu_count()
+        properties = [paddle.device.cuda.get_device_properties(i) for i in range(count)]
+    except device.CudaError as error:
+        return [Row("GPUs", "FAIL", f"CUDA failed: {error.cause}", error.fix)], 0
+    except (OSError, RuntimeError) as error:
+        failure = device.cuda_failure(error)
+        return [Row("GPUs", "FAIL", f"CUDA failed: {failure.cause}", failure.fix)], 0
     if not count:
         result = "FAIL" if s["device"] == "gpu" else "warn"
         return [Row("GPUs", result, "the GPU build of Paddle sees no GPU",
-                    "check nvidia-smi, the driver and CUDA_VISIBLE_DEVICES")]
+                    "check nvidia-smi, the driver and CUDA_VISIBLE_DEVICES")], 0
     rows = []
-    for i in range(count):
-        p = paddle.device.cuda.get_device_properties(i)
+    for i, p in enumerate(properties):
         found = f"{p.name}, {p.total_memory / 2**30:.0f} GiB, compute capability {p.major}.{p.minor}"
         if s["amp"] == "bf16" and p.major < 8:
             rows.append(Row(f"GPU {i}", "FAIL", f"{found}: no bfloat16 (needs 8.0)",
                             "train in fp16 or fp32: --config amp=fp16"))
         else:
             rows.append(Row(f"GPU {i}", "ok", found))
-    return rows
+    return rows, count
 
 
 # ---- One training step of each model ---------------------------------------------------------------
 
-def training_step(arch: str, attention: str, size: int, dev: str, amp: str, state: dict | None, batch, labels):
-    """One step as training takes it (train.training_step: autocast, loss scaling, Adam) on `dev`
-    from the weights `state` (None: fresh ones, seeded), with dropout off so that two devices
-    compute the same function: (state before, logits before, logits after, the precision used)."""
+@dataclass
+class Gradients:
+    """What the start of one training step computes: the weights it started from, the logits, every
+    parameter's (unscaled) gradient, the precision autocast actually ran, and the fp16 steps skipped."""
+    start: dict
+    logits: np.ndarray
+    grads: dict
+    precision: str
+    skipped: int
+
+
+def comparable_model(arch: str, attention: str, size: int, dev: str, state: dict | None):
+    """The model on `dev` from the weights `state` (None: fresh ones, seeded), in a form two devices
+    compute alike: dropout off, and BatchNorm with its running statistics (eval mode). Batch
+    statistics of a few images amplify rounding tens of times where the feature maps are small
+    (1x1 in ResNet18's last stage at 16 px), so they would compare the batch, not the device."""
     paddle.set_device(dev)
     if state is None:
         paddle.seed(0)
     model = build_model(arch, attention, CLASSES, size)
     if state is not None:
         model.set_state_dict({k: paddle.to_tensor(v) for k, v in state.items()})
-    start = {k: v.numpy() for k, v in model.state_dict().items()}
     for layer in model.sublayers():
         if isinstance(layer, paddle.nn.Dropout):
             layer.p = 0.0
-    model.train()
-    optimizer = paddle.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
+    return model.eval()
+
+
+def forward_backward(arch: str, attention: str, size: int, dev: str, amp: str, state: dict | None, batch,
+                     labels) -> Gradients:
+    """The forward and backward of a training step as training takes them (train.mixed_precision:
+    autocast, loss scaling) on `dev`, of `comparable_model`. With fp16, a step whose scaled
+    gradients overflow is skipped and the scale halved, as GradScaler does in training; the
+    gradients are those of the first step that fits."""
+    model = comparable_model(arch, attention, size, dev, state)
+    start = {k: v.numpy() for k, v in model.state_dict().items()}
+    optimizer = paddle.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())  # the scaler's bookkeeping
     autocast, scaler = train.mixed_precision(amp, dev)
     x, y = paddle.to_tensor(batch), paddle.to_tensor(labels)
-    before, loss = train.training_step(model, optimizer, x, y, 0.1, autocast, scaler)
-    with autocast():
-        after = model(x)
-    if not np.isfinite(float(loss)):
-        raise FloatingPointError(f"loss {float(loss)}")
-    precision = train.PRECISION[before.dtype]
-    return start, before.astype("float32").numpy(), after.astype("float32").numpy(), precision
+    for skipped in range(MAX_SKIPPED_STEPS + 1):
+        with autocast():
+            logits = model(x)
+        loss = train.smoothed_cross_entropy(logits.astype("float32"), y, 0.1)
+        if not np.isfinite(float(loss)):
+            raise FloatingPointError(f"loss {float(loss)}")
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        grads = {name: p.grad.astype("float32").numpy() for name, p in model.named_parameters() if p.grad is not None}
+        if all(np.isfinite(g).all() for g in grads.values()):
+            break
+        if scaler is None or skipped == MAX_SKIPPED_STEPS:
+            raise FloatingPointError(f"non-finite gradients after {skipped} skipped steps")
+        scaler.step(optimizer)  # skipped, as in training
+        train.update_loss_scale(scaler)  # halves it
+        optimizer.clear_grad()
+    return Gradients(start, logits.astype("float32").numpy(), grads, train.PRECISION[logits.dtype], skipped)
 
 
-def step_difference(reference: tuple, other: tuple) -> float:
-    """The larger of the logit differences before and after the step, over max(1, largest reference logit)."""
-    scale = max(1.0, float(np.abs(reference[1]).max()))
-    return max(float(np.abs(a - b).max()) for a, b in zip(reference[1:3], other[1:3], strict=True)) / scale
+def logits_after_step(arch: str, attention: str, size: int, dev: str, amp: str, start: dict, grads: dict,
+                      lr: float, batch) -> np.ndarray:
+    """The logits after one plain gradient step, weights - lr * gradients, computed on `dev` in `amp`.
+    The step is linear in the gradients, so it checks them as well conditioned as the logits; an
+    Adam step would not be (its first update is close to lr * sign(gradient), which turns
+    rounding-sized differences of small gradients into differences of lr)."""
+    stepped = {k: v - lr * grads[k] if k in grads else v for k, v in start.items()}
+    model = comparable_model(arch, attention, size, dev, stepped)
+    autocast, _ = train.mixed_precision(amp, dev)
+    with paddle.no_grad(), autocast():
+        return model(paddle.to_tensor(batch)).astype("float32").numpy()
 
 
-def step_tolerance(attention: str, amp: str) -> float:
-    return NA_BLOG_TOLERANCE if attention == "na-blog" else STEP_TOLERANCE[amp]
+def step_size(arch: str, attention: str, size: int, cpu: Gradients, batch) -> float:
+    """The learning rate at which the CPU's gradient step moves the logits by STEP_MOVES_LOGITS of
+    their scale (to first order), so that the step shows the gradients at the logits' own scale."""
+    norm = float(np.sqrt(sum(float((g * g).sum()) for g in cpu.grads.values())))
+    probe = 1e-3 / max(norm, np.finfo(np.float32).tiny)
+    moved = float(np.abs(logits_after_step(arch, attention, size, "cpu", "fp32", cpu.start, cpu.grads, probe, batch)
+                         - cpu.logits).max())
+    return probe * STEP_MOVES_LOGITS * tolerances.logit_scale(cpu.logits) / moved if moved else probe
+
+
+def compare_on_gpu(arch: str, attention: str, size: int, cpu: Gradients, batch, labels,
+                   on_gpu=lambda amp: contextlib.nullcontext()) -> tuple[list[str], list[str]]:
+    """The step in each amp mode on the GPU against `cpu`, the same step on the CPU in float32: the
+    logits before the step and after a gradient step, each over the logit scale, against the bound
+    of the format the GPU computed in (tolerances.relative_bound). Returns (each mode's report, the
+    modes over their bounds). The GPU's side runs within `on_gpu(amp)`."""
+    lr = step_size(arch, attention, size, cpu, batch)
+    after_cpu = logits_after_step(arch, attention, size, "cpu", "fp32", cpu.start, cpu.grads, lr, batch)
+    scale = tolerances.logit_scale(cpu.logits)
+    parts, failed = [], []
+    for amp in AMP_MODES:
+        with on_gpu(amp):
+            gpu = forward_backward(arch, attention, size, "gpu", amp, cpu.start, batch, labels)
+            after_gpu = logits_after_step(arch, attention, size, "gpu", amp, cpu.start, gpu.grads, lr, batch)
+            number_format = device.number_format("gpu", gpu.precision)
+        bound = tolerances.relative_bound(number_format, attention)
+        before = float(np.abs(gpu.logits - cpu.logits).max()) / scale
+        after = float(np.abs(after_gpu - after_cpu).max()) / scale
+        ran = f" as {number_format}" if number_format != amp else ""
+        skipped = f", {gpu.skipped} overflowing step(s) skipped as in training" if gpu.skipped else ""
+        parts.append(f"{amp}{ran} {before:.1e} and {after:.1e} after a step/{bound:.1e}{skipped}")
+        if max(before, after) > bound:
+            failed.append(amp)
+    return parts, failed
 
 
 def training_steps(sizes: dict, gpu: bool, no_gpu: str) -> list[Row]:
@@ -154,19 +232,12 @@ def training_steps(sizes: dict, gpu: bool, no_gpu: str) -> list[Row]:
         for attention in ATTENTIONS:
             name = f"step {arch} + {attention}"
             try:
-                cpu = training_step(arch, attention, size, "cpu", "fp32", None, batch, labels)
+                cpu = forward_backward(arch, attention, size, "cpu", "fp32", None, batch, labels)
                 if not gpu:
                     rows.append(show(Row(name, "ok", f"fp32 on the CPU, {size} px; against a GPU: not run ({no_gpu})")))
                     continue
-                parts, failed = [], []
-                for amp in AMP_MODES:
-                    result = training_step(arch, attention, size, "gpu", amp, cpu[0], batch, labels)
-                    diff, bound = step_difference(cpu, result), step_tolerance(attention, amp)
-                    ran = "" if result[3] == amp else f" (ran in {result[3]})"
-                    parts.append(f"{amp}{ran} {diff:.1e}/{bound:g}")
-                    if diff > bound:
-                        failed.append(amp)
-                found = f"GPU against CPU, {size} px: " + ", ".join(parts)
+                parts, failed = compare_on_gpu(arch, attention, size, cpu, batch, labels)
+                found = f"GPU against CPU, {size} px: " + "; ".join(parts)
                 rows.append(show(Row(name, "FAIL" if failed else "ok", found,
                                      f"the GPU computes this model otherwise in {', '.join(failed)}: report it with "
                                      "this table; train in another amp mode meanwhile" if failed else "")))
@@ -193,9 +264,10 @@ def predictors(params: dict, sizes: dict, dev: str) -> list[Row]:
                 model = build_model(arch, attention, CLASSES, size)
                 batch = np.random.default_rng(1).standard_normal((STEP_IMAGES, 3, size, size)).astype(np.float32)
                 check = inference.check_against_eager(model, inference.compile_model(model, size, dev), batch,
-                                                      attention, engine)
+                                                      attention, engine, device.float32_format(dev))
                 rows.append(show(Row(name, "ok", f"{engine}: logits within {check['max_logit_diff']:.1e} "
-                                                 f"(allowed {check['tolerance']:g}), top-1 equal")))
+                                                 f"(allowed {check['tolerance']:.1e} in {check['number_format']}), "
+                                                 "top-1 equal")))
             except Exception as error:
                 rows.append(show(Row(name, "FAIL", str(error).strip().splitlines()[0],
                                      "evaluation would fail the same way: report it with this table")))
@@ -222,7 +294,9 @@ def shared_memory_row(s: dict, available: int) -> Row | None:
 
 
 def loader(s: dict, dev: str) -> Row:
-    """The training loader (loaders.training_batches) with the profile's workers, on synthetic images."""
+    """The training loader (loaders.training_batches) with the profile's workers, on synthetic images,
+    delivering to the place training's batches go to (device.select, as the training stage calls it):
+    on a GPU through page-locked memory when pin_memory is on."""
     if not s["num_workers"]:
         return Row("loader workers", "not run", "num_workers: 0 (the training process augments its own batches)")
     if s["augment_on_device"] and dev == "gpu":
@@ -237,15 +311,17 @@ def loader(s: dict, dev: str) -> Row:
     y = np.zeros(count, np.int64)
     started = time.perf_counter()
     try:
-        batches_seen = sum(1 for _ in loaders.training_batches(x, y, s, dev))
+        device.select(s["device"] if dev == "gpu" else "cpu")  # the earlier checks leave Paddle on the CPU
+        places = {str(batch.place) for batch, _ in loaders.training_batches(x, y, s, dev)}
     except Exception as error:
         return Row("loader workers", "FAIL", f"{type(error).__name__}: {str(error).strip().splitlines()[0]}",
                    "try num_workers: 0; if it names shared memory, give the machine more (Docker: --shm-size=1g)")
     seconds = time.perf_counter() - started
     size_mb = stats.f_blocks * stats.f_frsize / 2**20
     return Row("loader workers", "ok", f"{s['num_workers']} workers in shared memory ({size_mb:.0f} MB, "
-                                       f"{shared_memory_needed(s) / 2**20:.0f} MB needed): {batches_seen} batches of "
-                                       f"{s['image_size']} px, {count / seconds:.0f} img/s with start-up")
+                                       f"{shared_memory_needed(s) / 2**20:.0f} MB needed): batches of "
+                                       f"{s['image_size']} px on {', '.join(sorted(places))}, {count / seconds:.0f} "
+                                       "img/s with start-up")
 
 
 def data_parallel(s: dict, dev: str, gpu_count: int) -> Row:
@@ -322,8 +398,8 @@ def main(params: dict, data_parallel_worker: bool = False) -> None:
           "each row prints when its check ends.\n")
     print(f"{'check':<30} {'result':<8} found")
     started = time.perf_counter()
-    rows = [show(paddle_build(s)), show(cuda_versions()), *map(show, gpus(s))]
-    gpu_count = device.gpu_count()
+    gpu_rows, gpu_count = gpus(s)
+    rows = [show(paddle_build(s)), show(cuda_versions()), *map(show, gpu_rows)]
     dev = "gpu" if gpu_count and device.wants_gpu(s["device"]) else "cpu"
     no_gpu = "the profile trains on the CPU" if gpu_count else "no GPU"
     rows += training_steps(sizes, dev == "gpu", no_gpu)

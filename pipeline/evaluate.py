@@ -86,7 +86,8 @@ def main(params: dict, run: str) -> None:
     model.eval()
     predict = inference.compile_model(model, s["image_size"], dev)
     warmup_batch = images.test_batch(val_x[: s["eval_batch_size"]], s["image_size"])
-    checked = inference.check_against_eager(model, predict, warmup_batch, s["attention"], inference.ENGINE[dev])
+    checked = inference.check_against_eager(model, predict, warmup_batch, s["attention"], inference.ENGINE[dev],
+                                            device.float32_format(dev))
     for _ in range(s["throughput_warmup"]):  # first-call allocations and kernel selection stay untimed
         predict(warmup_batch)
     predict(warmup_batch[: len(val_y) % s["eval_batch_size"] or None])  # oneDNN prepares kernels per batch shape

@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 from paddle import inference
 
-from pipeline import PipelineError, device, images, logs
+from pipeline import PipelineError, device, images, logs, tolerances
 
 ENGINE = {"cpu": "paddle-inference-onednn", "gpu": "paddle-inference-gpu"}  # for the metrics JSON
 
@@ -64,25 +64,18 @@ def compile_model(model: paddle.nn.Layer, image_size: int, dev: str = "cpu",
     return predict
 
 
-# How far the predictor's logits may be from eager Paddle's on the same batch. na-blog's output is
-# amplified float rounding noise, which other kernels round otherwise (up to 0.06 in a logit
-# measured on the CPU), so it has its own bound, and its top-1 may differ where the two best
-# logits are closer than that bound.
-LOGIT_TOLERANCE = {"na-blog": 0.25}
-DEFAULT_LOGIT_TOLERANCE = 1e-3
-
-
 class PredictorMismatch(PipelineError):
     """The compiled predictor does not compute what the eager model computes."""
 
 
 def check_against_eager(model: paddle.nn.Layer, predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray,
-                        attention: str, engine: str) -> dict:
+                        attention: str, engine: str, number_format: str) -> dict:
     """Run one batch through both; refuse the predictor (one line, both numbers) unless the logits
-    agree within the tolerance and so does every top-1 that is not a near tie."""
-    tolerance = LOGIT_TOLERANCE.get(attention, DEFAULT_LOGIT_TOLERANCE)
+    agree within the bound of the `number_format` the device computes in (pipeline/tolerances.py)
+    and so does every top-1 that is not a near tie."""
     with paddle.no_grad():
         eager = model(paddle.to_tensor(batch)).numpy()
+    tolerance = tolerances.logit_bound(number_format, attention, eager)
     compiled = predict(batch)
     diff = float(np.abs(compiled - eager).max())
     top2 = np.sort(eager, axis=1)[:, -2:]
@@ -91,9 +84,10 @@ def check_against_eager(model: paddle.nn.Layer, predict: Callable[[np.ndarray], 
     if diff > tolerance or flipped:
         raise PredictorMismatch(
             f"the {engine} predictor disagrees with eager Paddle on the first {len(batch)} validation images: "
-            f"logits differ by up to {diff:.3g} (allowed {tolerance:g}) and {flipped} clear top-1 prediction(s) "
-            "differ; the predictor's graph passes changed the model, so its accuracy would be wrong")
-    return {"images": len(batch), "max_logit_diff": diff, "tolerance": tolerance}
+            f"logits differ by up to {diff:.3g} (allowed {tolerance:.3g} in {number_format}) and {flipped} clear "
+            "top-1 prediction(s) differ; the predictor's graph passes changed the model, so its accuracy would be "
+            "wrong")
+    return {"images": len(batch), "max_logit_diff": diff, "tolerance": tolerance, "number_format": number_format}
 
 
 def smoothed_cross_entropy(logits: np.ndarray, labels: np.ndarray, smoothing: float) -> float:

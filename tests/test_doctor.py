@@ -41,6 +41,7 @@ def test_doctor_runs_every_cpu_check_and_says_which_gpu_checks_it_could_not_run(
             result, found = rows[f"predictor {arch} + {attention}"]
             assert result == "ok" and found.startswith("paddle-inference-onednn: logits within"), found
     assert rows["loader workers"][0] == "ok" and rows["loader workers"][1].startswith("2 workers in shared memory")
+    assert "px on Place(cpu)," in rows["loader workers"][1]
     assert rows["data parallel"] == ("ok", "2 CPU workers, one step, the same weights after it")
     assert rows["C++ compiler"][0] == "ok" and "fused kernels in" in rows["C++ compiler"][1]
     assert re.search(r"^\d+ ok, 0 warn, 0 FAIL, 3 not run in \d+ s$", proc.stdout, re.M), proc.stdout
@@ -69,22 +70,43 @@ def test_dockers_default_shared_memory_is_too_small_for_the_paper_loader():
     assert doctor.shared_memory_row(s, 2**30) is None
 
 
-def test_the_step_comparison_sees_a_changed_model_and_states_its_bounds():
+def test_the_step_comparison_sees_a_changed_model():
     """The GPU step check's own code, with the CPU on both sides: identical steps agree exactly,
-    one changed weight is caught, and an amp mode the device cannot run is reported as what ran."""
-    from pipeline import device, doctor
+    and one changed weight is caught. tests/test_number_formats.py runs it against emulated GPUs."""
+    from pipeline import device, doctor, tolerances
 
     device.import_paddle()
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
     labels = rng.integers(0, doctor.CLASSES, 4)
-    reference = doctor.training_step("resnet18", "na-official", 32, "cpu", "fp32", None, batch, labels)
-    again = doctor.training_step("resnet18", "na-official", 32, "cpu", "fp32", reference[0], batch, labels)
-    assert doctor.step_difference(reference, again) == 0.0
-    changed = {k: v + 0.05 if k.endswith("fc.weight") else v for k, v in reference[0].items()}
-    other = doctor.training_step("resnet18", "na-official", 32, "cpu", "fp32", changed, batch, labels)
-    assert doctor.step_difference(reference, other) > doctor.step_tolerance("na-official", "fp32")
-    assert doctor.step_tolerance("na-blog", "fp16") == 0.25 and doctor.step_tolerance("none", "bf16") == 0.1
+    reference = doctor.forward_backward("resnet18", "na-official", 32, "cpu", "fp32", None, batch, labels)
+    again = doctor.forward_backward("resnet18", "na-official", 32, "cpu", "fp32", reference.start, batch, labels)
+    assert np.array_equal(reference.logits, again.logits)
+    assert all(np.array_equal(reference.grads[k], again.grads[k]) for k in reference.grads)
+    changed = {k: v + 0.05 if k.endswith("fc.weight") else v for k, v in reference.start.items()}
+    other = doctor.forward_backward("resnet18", "na-official", 32, "cpu", "fp32", changed, batch, labels)
+    difference = np.abs(other.logits - reference.logits).max() / tolerances.logit_scale(reference.logits)
+    assert difference > tolerances.relative_bound("tf32", "na-official")
+    lr = doctor.step_size("resnet18", "na-official", 32, reference, batch)
+    after = doctor.logits_after_step("resnet18", "na-official", 32, "cpu", "fp32", reference.start, reference.grads,
+                                     lr, batch)
+    moved = np.abs(after - reference.logits).max() / tolerances.logit_scale(reference.logits)
+    assert moved == pytest.approx(doctor.STEP_MOVES_LOGITS, rel=0.3)  # the step shows the gradients at that scale
     # autocast does nothing on the CPU, as on a GPU without bfloat16: the row says what ran
     wide = rng.standard_normal((4, 3, 64, 64)).astype(np.float32)
-    assert doctor.training_step("alexnet", "none", 64, "cpu", "bf16", None, wide, labels)[3] == "fp32"
+    assert doctor.forward_backward("alexnet", "none", 64, "cpu", "bf16", None, wide, labels).precision == "fp32"
+
+
+def test_the_loader_check_delivers_where_training_does(monkeypatch):
+    """The earlier checks leave Paddle on the CPU; on a GPU machine the loader check must first take
+    training's device (device.select, as the training stage calls it), so that its batches go through
+    page-locked memory to the GPU. No GPU here: device.select is watched, and the CPU stands in."""
+    from pipeline import config, device, doctor
+
+    paddle = device.import_paddle()
+    selected = []
+    monkeypatch.setattr(device, "select", lambda setting, count=1: (selected.append(setting), paddle.set_device("cpu")))
+    s = {**config.run_settings(config.load(["profile=ci"]), "alexnet-none-s42"), "device": "gpu", "num_workers": 1}
+    row = doctor.loader(s, "gpu")
+    assert selected == ["gpu"]
+    assert row.result == "ok" and "on Place(cpu)" in row.found

@@ -10,7 +10,7 @@ from pipeline import device
 
 paddle = device.import_paddle()
 
-from pipeline import images, inference  # noqa: E402
+from pipeline import images, inference, tolerances  # noqa: E402
 from pipeline.loaders import validation_batches  # noqa: E402
 from pipeline.models import NABlog, PooledNA, build_model  # noqa: E402
 from pipeline.train import evaluate  # noqa: E402
@@ -86,8 +86,10 @@ def test_the_evaluate_stages_self_check_passes_the_predictor_and_refuses_a_wrong
     model = trained_looking("alexnet", attention, 64)
     predict = inference.compile_model(model, 64, "cpu")
     batch = images.test_batch(digits[0][:32], 64)
-    checked = inference.check_against_eager(model, predict, batch, attention, "onednn")
-    assert checked["max_logit_diff"] <= checked["tolerance"] == inference.LOGIT_TOLERANCE.get(attention, 1e-3)
+    checked = inference.check_against_eager(model, predict, batch, attention, "onednn", "fp32")
+    eager = model(paddle.to_tensor(batch)).numpy()
+    assert checked["max_logit_diff"] <= checked["tolerance"] == tolerances.logit_bound("fp32", attention, eager)
+    assert checked["number_format"] == "fp32"
 
     def broken(x):  # as a graph pass that drops part of the model would: one class's logit moves
         logits = predict(x)
@@ -95,7 +97,7 @@ def test_the_evaluate_stages_self_check_passes_the_predictor_and_refuses_a_wrong
         return logits
 
     with pytest.raises(inference.PredictorMismatch) as err:
-        inference.check_against_eager(model, broken, batch, attention, "onednn")
+        inference.check_against_eager(model, broken, batch, attention, "onednn", "fp32")
     message = str(err.value)
-    assert "logits differ by up to 1" in message and f"allowed {checked['tolerance']:g}" in message
+    assert "logits differ by up to 1" in message and f"allowed {checked['tolerance']:.3g} in fp32" in message
     assert "\n" not in message

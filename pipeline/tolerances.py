@@ -4,13 +4,14 @@ A GPU rounds the operands of every convolution and matmul to the format it compu
 accumulates in float32: TF32 (float32 work on Ampere and later GPUs, which Paddle allows by
 default), bf16 or fp16 (autocast). Each product then carries a relative error of about the
 format's unit roundoff u, and a model's logits differ from an exact float32 computation by a few
-u of their own scale. In float32 proper the operands are exact and only the
-order of the float32 sums differs between kernels: for sums of up to 2^14 terms that is about
-sqrt(2^14) * 2^-24 = 2^-17, the unit used for fp32.
+u of their own scale. In float32 proper the operands are exact and only the order of the float32
+sums differs between kernels: for sums of up to 2^14 terms that is about sqrt(2^14) * 2^-24 =
+2^-17, the unit used for fp32.
 
-A bound is BOUND_UNITS units of the format, relative to the scale of what is compared: the
-largest logit, at least 1 (doctor compares gradients through the logits after a step with them). The emulated formats (tests/number_formats.py)
-put every correct model within a third of it on trained checkpoints, and every wrong one
+A bound is BOUND_UNITS units of the format, relative to the scale of what is compared: the largest
+logit, at least 1 (doctor compares gradients through the logits after a step with them). The
+emulated formats (tests/number_formats.py) put every correct model within a third of it on trained
+checkpoints, and every wrong one
 (permuted weights, another run's checkpoint, BatchNorm folded wrongly, a lost activation) at
 least 3.6 times above it (6 times, na-blog aside). The evaluate stage
 (inference.check_against_eager) and `doctor` both use these bounds.

@@ -92,10 +92,8 @@ def gpus(s: dict) -> tuple[list[Row], int]:
     try:
         count = device.gpu_count()
         properties = [paddle.device.cuda.get_device_properties(i) for i in range(count)]
-    except device.CudaError as error:
-        return [Row("GPUs", "FAIL", f"CUDA failed: {error.cause}", error.fix)], 0
-    except (OSError, RuntimeError) as error:
-        failure = device.cuda_failure(error)
+    except (OSError, RuntimeError) as error:  # gpu_count's CudaError, or Paddle's own from the properties
+        failure = error if isinstance(error, device.CudaError) else device.cuda_failure(error)
         return [Row("GPUs", "FAIL", f"CUDA failed: {failure.cause}", failure.fix)], 0
     if not count:
         result = "FAIL" if s["device"] == "gpu" else "warn"

@@ -2,10 +2,10 @@
 # Paddle's thread count follows OMP_NUM_THREADS, which Snakemake sets to `threads`. A training
 # job takes the profile's `train_threads` (the demo's 1: on a CPU, one-thread jobs side by side
 # train faster than one job with more threads) and one GPU when the profile trains on GPUs; an
-# evaluation takes every core on the CPU, since the oneDNN predictor uses them well, and one on a GPU. Memory and time limit
-# come from the profile too (train_mem_mb, train_runtime_min): a cluster scheduler reads them.
-# `params` holds only the settings that can change a job's results (config.RESULT_SETTINGS), so
-# a scheduler request never reruns anything.
+# evaluation takes every core on the CPU, since the oneDNN predictor uses them well, and one CPU
+# beside its GPU. Memory and time limit come from the profile too (train_mem_mb,
+# train_runtime_min): a cluster scheduler reads them. `params` holds only the settings that can
+# change a job's results (config.RESULT_SETTINGS), so a scheduler request never reruns anything.
 
 
 rule train:

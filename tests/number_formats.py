@@ -181,15 +181,18 @@ def fold_batch_norm(model, wrong: bool = False):
     return folded
 
 
-def folded_predictor(model):
-    """predict(batch) -> logits, computed by the BatchNorm-folded copy in whatever format is emulated."""
-    folded = fold_batch_norm(model)
-
+def _predictor(model):
+    """predict(batch) -> logits, computed by `model` in whatever format is emulated when called."""
     def predict(batch: np.ndarray) -> np.ndarray:
         with paddle.no_grad():
-            return folded(paddle.to_tensor(batch)).numpy()
+            return model(paddle.to_tensor(batch)).numpy()
 
     return predict
+
+
+def folded_predictor(model):
+    """The BatchNorm-folded copy of `model` as a predictor."""
+    return _predictor(fold_batch_norm(model))
 
 
 def broken_predictor(model, how: str):
@@ -207,12 +210,7 @@ def broken_predictor(model, how: str):
         relus[len(relus) // 2].forward = lambda x: x
     elif how != "wrong batch-norm fold":
         raise ValueError(how)
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        with paddle.no_grad():
-            return wrong(paddle.to_tensor(batch)).numpy()
-
-    return predict
+    return _predictor(wrong)
 
 
 def broken_kinds(arch: str) -> tuple[str, ...]:

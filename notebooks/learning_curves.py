@@ -35,7 +35,7 @@ from pipeline import paths, results
 
 layout = paths.Layout(profile, configuration)
 
-loaded = [results.load_run(layout, r) for r in runs]
+loaded = [results.load_training(layout, r) for r in runs]
 archs = list(dict.fromkeys(r["arch"] for r in loaded))
 attentions = list(dict.fromkeys(r["attention"] for r in loaded))
 colours = dict(zip(attentions, plt.get_cmap("tab10").colors, strict=False))  # a colour each, from a palette of 10

@@ -16,16 +16,21 @@ def read_csv(path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def load_run(layout: paths.Layout, run: str) -> dict:
+def load_training(layout: paths.Layout, run: str) -> dict:
+    """What a run's training wrote (paths.Layout.run_outputs("train")), with the run's name parsed."""
     experiment, seed = config.parse_run(run)
     arch, attention = config.split_experiment(experiment)
     return {
         "run": run, "experiment": experiment, "seed": seed, "arch": arch, "attention": attention,
         "train": json.loads(layout.train_summary(run).read_text()),
-        "eval": json.loads(layout.evaluation(run).read_text()),
         "epochs": read_csv(layout.train_epochs(run)),
         "steps": read_csv(layout.train_steps(run)),
     }
+
+
+def load_run(layout: paths.Layout, run: str) -> dict:
+    """load_training and the run's evaluation metrics."""
+    return {**load_training(layout, run), "eval": json.loads(layout.evaluation(run).read_text())}
 
 
 def load_attention(layout: paths.Layout, run: str) -> dict:

@@ -13,6 +13,13 @@ report: "rules/captions/workflow.rst"  # what `snakemake --report report.html` o
 include: "rules/common.smk"
 
 
+# Run by Snakemake itself on the login node under a cluster executor: compute nodes are often
+# offline, and the data stage downloads CIFAR.
+localrules:
+    all,
+    data,
+
+
 rule all:
     input:
         LAYOUT.report,

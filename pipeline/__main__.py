@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
 import traceback
 
@@ -65,6 +66,17 @@ def claim_gpus(stage: str, settings: dict) -> None:
         gpu_locks.claim(settings["devices_per_job"] if stage == "train" else 1)
 
 
+class Terminated(BaseException):
+    """SIGTERM, as SLURM sends it at a time limit, on scancel or preemption (and SIGKILL a little
+    later): raised in the stage, so every write in progress drops its temp file (no final name is
+    ever half-written: they are renamed into place whole), and the log says why it stopped."""
+
+
+def stop_on_sigterm(signum, frame):
+    raise Terminated("stopped by SIGTERM (a time limit, scancel or preemption); "
+                     "rerun the job: a training resumes after its last complete epoch")
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from pipeline import PipelineError, config, logs, paths
@@ -85,6 +97,7 @@ def main(argv=None) -> int:
                     allotted, settings["devices_per_job"], settings["num_workers"]))
         if args.stage in NEEDS_PADDLE:
             device.import_paddle()  # fixes the thread count first
+        signal.signal(signal.SIGTERM, stop_on_sigterm)  # after paddle, which sets its own (a C++ dump)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -95,7 +108,7 @@ def main(argv=None) -> int:
     with log:
         try:
             importlib.import_module(f"pipeline.{module}").main(params, *targets, **options)
-        except PipelineError as exc:
+        except (PipelineError, Terminated) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except Exception:  # a bug, not bad input: keep the traceback, in the log too

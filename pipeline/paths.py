@@ -114,7 +114,7 @@ class Layout:
         kinds = {
             "learning_curves": (self.train_steps, self.train_epochs, self.train_summary),
             "predictions": (self.predictions,),
-            "comparison": (self.train_summary, self.evaluation, self.attention),
+            "comparison": (self.train_steps, self.train_epochs, self.train_summary, self.evaluation, self.attention),
             "diagnostics": (self.attention,),
         }[name]
         return [kind(r) for r in runs for kind in kinds]
@@ -138,6 +138,10 @@ class Layout:
         # The data stage's output is shared by the profile's configurations, and so is its log.
         folder = self.profile if stage == "data" else self.configuration
         return Path("logs") / folder / stage / f"{target or stage}.log"
+
+    def benchmark(self, stage: str, target: str) -> Path:
+        """What Snakemake measured of a job (wall and CPU time, max_rss), beside its log."""
+        return self.log(stage, target).with_suffix(".benchmark.tsv")
 
 
 def layout(params: dict) -> Layout:

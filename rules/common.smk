@@ -38,6 +38,16 @@ SET = set_options(OVERRIDES)
 DATA_SET = set_options(o for o in OVERRIDES if o.split("=")[0] in ("profile", "download"))
 
 
+def evaluation_threads(wildcards):
+    """On a GPU one CPU feeds the predictor, so trainings keep the others. On the CPU every core
+    Snakemake may use; a cluster job (submitted, or running in its allocation, where --cores is
+    the node's) asks for a training job's share, the same in both places."""
+    if GPUS_PER_JOB:
+        return 1
+    local = workflow.local_exec and not workflow.remote_exec  # known once jobs are planned
+    return workflow.resource_settings.cores if local else SETTINGS["train_threads"]
+
+
 def run_arch(wildcards):
     return cfg.run_settings(config, wildcards.run)["arch"]
 

@@ -6,6 +6,10 @@
 # beside its GPU. Memory and time limit come from the profile too (train_mem_mb,
 # train_runtime_min): a cluster scheduler reads them. `params` holds only the settings that can
 # change a job's results (config.RESULT_SETTINGS), so a scheduler request never reruns anything.
+# On a cluster a job that SLURM ends (time limit, preemption, node failure) is retried
+# (profiles/slurm) with a time limit growing per attempt, and a training resumes after its last
+# complete epoch. `benchmark` records each job's wall and CPU time and max_rss: what to size
+# train_mem_mb and train_runtime_min by.
 
 
 rule train:
@@ -24,6 +28,8 @@ rule train:
         LAYOUT.train_summary("{run}"),
     log:
         LAYOUT.log("train", "{run}"),
+    benchmark:
+        LAYOUT.benchmark("train", "{run}")
     conda:
         CONDA_ENV
     # Per device train_threads, and at least the training process plus its loader workers
@@ -32,7 +38,7 @@ rule train:
     resources:
         gpu=device.gpus_per_job(SETTINGS),  # devices_per_job GPUs, or 0 on the CPU
         mem_mb=lambda wc: cfg.run_settings(config, wc.run)["train_mem_mb"],
-        runtime=lambda wc: cfg.run_settings(config, wc.run)["train_runtime_min"],
+        runtime=lambda wc, attempt: cfg.run_settings(config, wc.run)["train_runtime_min"] * attempt,
     params:
         settings=lambda wc: cfg.tracked_values(config, "train", run_arch(wc)),
     shell:
@@ -51,11 +57,11 @@ rule evaluate:
         LAYOUT.attention("{run}"),
     log:
         LAYOUT.log("evaluate", "{run}"),
+    benchmark:
+        LAYOUT.benchmark("evaluate", "{run}")
     conda:
         CONDA_ENV
-    # On a GPU the predictor runs there and one CPU feeds it, so trainings keep the other cores. On
-    # the CPU every core of this machine (a cluster run has no --cores: a training job's share).
-    threads: lambda wildcards: 1 if GPUS_PER_JOB else workflow.resource_settings.cores or SETTINGS["train_threads"]
+    threads: evaluation_threads
     resources:
         gpu=GPUS_PER_JOB,
     params:

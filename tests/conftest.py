@@ -37,7 +37,7 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = 
 
 def planned_jobs(text: str) -> list[dict]:
     """Every job but `all` that the output of `snakemake -n -p` lists: rule, command, inputs,
-    outputs, resources and reason, as Snakemake prints them."""
+    outputs, benchmark file, resources and reason, as Snakemake prints them."""
     jobs = []
     for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", text):
         rule = re.search(r"^(?:local)?rule (\S+):", block, re.M)
@@ -47,6 +47,7 @@ def planned_jobs(text: str) -> list[dict]:
         jobs.append({
             "rule": rule.group(1), "command": re.search(r"^Shell command: (.*)$", block, re.M).group(1),
             "inputs": set(fields.get("input", "").split(", ")) - {""}, "outputs": fields["output"].split(", "),
+            "benchmark": fields.get("benchmark"),
             "resources": fields.get("resources", ""), "reason": fields.get("reason", ""),
             "threads": int(fields.get("threads", 1)),
         })

@@ -34,16 +34,25 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def _absolute(node: ast.ImportFrom, path: Path) -> str:
+    """The module a `from ... import` in `path` names: `from . import x` in pipeline/a.py is pipeline."""
+    if node.level == 0:
+        return node.module
+    package = ["pipeline", *path.relative_to(PACKAGE).parent.parts]
+    return ".".join(package[:len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+
+
 @cache
 def _imports(path: Path) -> frozenset[Path]:
-    """The pipeline modules `path` imports, wherever in the file the import stands."""
+    """The pipeline modules `path` imports, absolutely or relatively, wherever in the file the import stands."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        elif isinstance(node, ast.ImportFrom):
             # `from pipeline import config` names a module; `from pipeline.x import y` names x.
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            module = _absolute(node, path)
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
         else:
             continue
         for name in names:

@@ -122,3 +122,24 @@ def test_each_stage_depends_on_its_whole_import_closure():
     assert "pipeline/inference.py" not in train and "pipeline/inference.py" in deps.stage_code("evaluate")
     assert "notebooks/comparison.py" in deps.stage_code("notebook", "comparison")
     assert "pipeline/stats.py" in deps.stage_code("report")
+
+
+def test_relative_imports_count_as_much_as_absolute_ones(tmp_path, monkeypatch):
+    from pipeline import deps
+
+    package = tmp_path / "pipeline"
+    (package / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "b.py", "c.py", "sub/__init__.py", "sub/e.py", "unused.py"):
+        (package / name).write_text("")
+    (package / "a.py").write_text("from . import b\nfrom .c import something\nfrom .sub import e\n")
+    (package / "sub" / "d.py").write_text("from .. import c\nfrom .e import f\n")
+    monkeypatch.setattr(deps, "PACKAGE", package)
+    monkeypatch.setattr(deps, "ROOT", tmp_path)
+    deps._package_files.cache_clear()
+    try:
+        assert deps.closure(package / "a.py") == [f"pipeline/{n}" for n in (
+            "__init__.py", "a.py", "b.py", "c.py", "sub/__init__.py", "sub/e.py")]
+        assert deps.closure(package / "sub" / "d.py") == [f"pipeline/{n}" for n in (
+            "__init__.py", "c.py", "sub/__init__.py", "sub/d.py", "sub/e.py")]
+    finally:
+        deps._package_files.cache_clear()

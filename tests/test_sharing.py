@@ -42,6 +42,13 @@ def shared(tmp_path_factory):
     return SimpleNamespace(project=project, root=root, home=home, env={"HOME": str(home)})
 
 
+@pytest.fixture(scope="module")
+def pushed(shared):
+    """`shared`, its results pushed to the default remote (so each test that pulls can run alone)."""
+    run(["dvc", "push"], cwd=shared.project, env=shared.env)
+    return shared
+
+
 def tracked(project: Path) -> dict[str, str]:
     """sha256 of every file of every output in dvc.lock (Snakemake's directory marker aside)."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
@@ -61,7 +68,8 @@ def test_the_default_remote_is_a_folder_in_the_users_cache(shared):
     assert "url = ~/.cache/na-repro/dvc-remote" in (shared.project / ".dvc/config").read_text()
 
 
-def test_push_then_pull_in_a_fresh_clone_restores_every_artifact_and_retrains_nothing(shared):
+def test_push_then_pull_in_a_fresh_clone_restores_every_artifact_and_retrains_nothing(pushed):
+    shared = pushed
     original = tracked(shared.project)
     for expected in ["data/prepared/ci/alexnet.npz", "reports/ci/index.html", "reports/ci/comparison.json"] + [
             f"runs/ci/{kind}/{r}/{name}" for r in RUNS for kind, name in (
@@ -70,7 +78,6 @@ def test_push_then_pull_in_a_fresh_clone_restores_every_artifact_and_retrains_no
                 ("eval", "predictions.npz"))]:
         assert expected in original
 
-    run(["dvc", "push"], cwd=shared.project, env=shared.env)
     assert any((shared.home / DEFAULT_REMOTE / "files").rglob("*"))
 
     clone = shared.root / "clone"
@@ -100,8 +107,9 @@ def test_push_then_pull_in_a_fresh_clone_restores_every_artifact_and_retrains_no
 
 
 @pytest.mark.faults
-def test_pull_refuses_to_record_results_that_do_not_match_the_code(shared):
-    """After the push above: a clone whose training code differs from what built the results."""
+def test_pull_refuses_to_record_results_that_do_not_match_the_code(pushed):
+    """A clone whose training code differs from what built the pushed results."""
+    shared = pushed
     clone = shared.root / "stale-clone"
     run(["git", "clone", "-q", str(shared.project), str(clone)], cwd=shared.root)
     with open(clone / "pipeline/train.py", "a") as f:

@@ -61,9 +61,11 @@ def built(tmp_path_factory):
                            attentions="[none, na-blog]", seeds="[42]")
     text = (project / "params.yaml").read_text()
     demo, ci = text.index("\n  demo:"), text.index("\n  ci:")
-    small = re.sub(r"epochs: 4", "epochs: 1", text[demo:ci])
-    small = re.sub(r"train_subset: null", "train_subset: 64", small)
-    small = re.sub(r"val_subset: null", "val_subset: 64", small)
+    small = text[demo:ci]
+    for pattern, value in ((r"epochs: \d+", "epochs: 1"), (r"train_subset: null", "train_subset: 64"),
+                           (r"val_subset: null", "val_subset: 64")):
+        small, count = re.subn(pattern, value, small)
+        assert count == 1, f"the demo profile has no {pattern}"
     (project / "params.yaml").write_text(text[:demo] + small + text[ci:])
     run(["snakemake", "--cores", "2", "all"], cwd=project)
     run(["git", "add", "dvc.lock"], cwd=project)

@@ -55,8 +55,6 @@ def _free_port() -> int:
 @dataclass
 class Cluster:
     root: Path
-    conf: Path
-    node: str
     pids: dict[str, int] = field(default_factory=dict)
 
     def command(self, *args: str, check: bool = True) -> str:
@@ -138,7 +136,7 @@ def start(root: Path, timeout_s: float = 60) -> Cluster:
     conf = CONF_DIR / "slurm.conf"
     conf.write_text(MARK + _config(root, node, cpus, memory_mb, devices))
     (CONF_DIR / "gres.conf").write_text(MARK + f"NodeName={node} Name=gpu File=/dev/fakegpu[0-{GPUS - 1}]\n")
-    cluster = Cluster(root, conf, node)
+    cluster = Cluster(root)
     key = root / "munge.key"
     subprocess.run(["mungekey", "--create", f"--keyfile={key}"], check=True, env={"PATH": _path()})
     commands = {

@@ -37,4 +37,4 @@ onsuccess:
     if OVERRIDES:
         print(f"Not recorded in DVC: built with --config {' '.join(OVERRIDES)}, which params.yaml does not say.")
     else:
-        sync.commit([LAYOUT.prepared_dir, LAYOUT.runs, LAYOUT.reports])
+        pull.commit([LAYOUT.prepared_dir, LAYOUT.runs, LAYOUT.reports])

@@ -22,7 +22,7 @@
 
 # %% tags=["parameters"]
 profile = "demo"
-configuration = "demo"  # the folder of this configuration's results (pipeline/paths.py)
+configuration = "demo"  # the folder of this configuration's results (pipeline/dag/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
@@ -32,29 +32,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from pipeline import atomic, claims, paths, render, results, stats
+from pipeline.analysis import figures, render, verdict
+from pipeline.core import atomic
+from pipeline.dag import paths
 
 layout = paths.Layout(profile, configuration)
-
-loaded = [results.load_run(layout, r) for r in runs]
-rows = results.comparison(loaded)
-vs_baseline = results.gains(rows, against="none")
-vs_gate = results.gains(rows, against="gate")
-vs_half = results.gains(rows, against="half")
-degeneracy = results.na_blog_degeneracy([results.load_attention(layout, r) for r in runs])
-initial = results.initial_scale(loaded)
-variants = results.variants(rows, vs_baseline)
-findings = (results.findings(profile, rows, vs_baseline, vs_gate, degeneracy)
-            + results.scale_findings(initial, vs_half))
-atomic.write_json(layout.comparison_table, {
-    "profile": profile, "claim_source": claims.SOURCE, "claim_throughput_setup": claims.THROUGHPUT_SETUP,
-    "eval_device": sorted({r["eval"]["device"] for r in loaded}),
-    "eval_engine": sorted({r["eval"].get("inference", "eager paddle") for r in loaded}),
-    "rule": stats.RULE, "test": stats.TESTS, "scale_rule": results.SCALE_RULE,
-    "rows": rows, "gains": vs_baseline, "gate_controls": vs_gate, "half_controls": vs_half,
-    "initial_scale": initial, "variants": variants, "na_blog": degeneracy,
-    "findings": findings,
-})
+table = verdict.build(profile, layout, runs)
+atomic.write_json(layout.comparison_table, table)
+initial = table["initial_scale"]
 
 # %% [markdown]
 # ## Where each variant starts
@@ -73,26 +58,26 @@ for column, arch in enumerate(archs):
         ax.set(title=f"{arch}: {label}", ylabel=label)
         ax.tick_params(axis="x", rotation=45)
 fig.tight_layout()
-results.save_figure(fig, layout.notebook_figure("comparison"))
+figures.save_figure(fig, layout.notebook_figure("comparison"))
 
 # %% [markdown]
 # ## Findings (generated from the numbers above)
 
 # %%
-display(Markdown("\n".join(f"- {f}" for f in findings)))
+display(Markdown("\n".join(f"- {f}" for f in table["findings"])))
 
 # %%
-HTML(render.table("comparison", rows))
+HTML(render.table("comparison", table["rows"]))
 
 # %% [markdown]
 # Rule: a claimed gain counts as reproduced when it lies inside our 95% confidence interval of
 # the gain (Welch's t-test over seeds). With one seed per side nothing is judged.
 
 # %%
-HTML(render.table("gains", vs_baseline + vs_gate + vs_half))
+HTML(render.table("gains", table["gains"] + table["gate_controls"] + table["half_controls"]))
 
 # %% [markdown]
 # ## Every variant: which module, at what price
 
 # %%
-HTML(render.table("variants", variants))
+HTML(render.table("variants", table["variants"]))

@@ -21,18 +21,19 @@
 
 # %% tags=["parameters"]
 profile = "demo"
-configuration = "demo"  # the folder of this configuration's results (pipeline/paths.py)
+configuration = "demo"  # the folder of this configuration's results (pipeline/dag/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import HTML
 
-from pipeline import paths, render, results
+from pipeline.analysis import artifacts, figures, render
+from pipeline.dag import paths
 
 layout = paths.Layout(profile, configuration)
 
-measured = {r: results.load_attention(layout, r) for r in runs}
+measured = {r: artifacts.load_attention(layout, r) for r in runs}
 measured = {r: m for r, m in measured.items() if m["layers"]}  # baselines have no attention layer
 
 fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
@@ -65,7 +66,7 @@ for ax in axes.flat:
         ax.legend(fontsize=7)
 fig.suptitle(f"Attention diagnostics ({profile} profile)")
 fig.tight_layout()
-results.save_figure(fig, layout.notebook_figure("diagnostics"))
+figures.save_figure(fig, layout.notebook_figure("diagnostics"))
 plt.show()
 
 # %%

@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 profile = "demo"
-configuration = "demo"  # the folder of this configuration's results (pipeline/paths.py)
+configuration = "demo"  # the folder of this configuration's results (pipeline/dag/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
@@ -31,11 +31,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from pipeline import paths, results
+from pipeline.analysis import artifacts, figures
+from pipeline.dag import paths
 
 layout = paths.Layout(profile, configuration)
 
-loaded = [results.load_training(layout, r) for r in runs]
+loaded = [artifacts.load_training(layout, r) for r in runs]
 archs = list(dict.fromkeys(r["arch"] for r in loaded))
 attentions = list(dict.fromkeys(r["attention"] for r in loaded))
 colours = dict(zip(attentions, plt.get_cmap("tab10").colors, strict=False))  # a colour each, from a palette of 10
@@ -100,5 +101,5 @@ seeds = f"{seed_counts[0]}" if len(seed_counts) == 1 else f"{seed_counts[0]} to 
 fig.legend(handles=styles, loc="outside lower center", ncol=len(styles) if len(archs) > 1 else 2,
            title=f"lines: mean over {seeds} seeds per variant" if several else "lines: one seed per variant")
 fig.suptitle(f"Learning curves ({profile} profile)", fontsize=14, weight="bold")
-results.save_figure(fig, layout.notebook_figure("learning_curves"))
+figures.save_figure(fig, layout.notebook_figure("learning_curves"))
 plt.show()

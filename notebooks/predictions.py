@@ -24,7 +24,7 @@
 
 # %% tags=["parameters"]
 profile = "demo"
-configuration = "demo"  # the folder of this configuration's results (pipeline/paths.py)
+configuration = "demo"  # the folder of this configuration's results (pipeline/dag/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
 
 # %%
@@ -35,7 +35,9 @@ import numpy as np
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 
-from pipeline import config, images, paths, results
+from pipeline.analysis import figures
+from pipeline.dag import config, paths
+from pipeline.images import transforms
 
 layout = paths.Layout(profile, configuration)
 
@@ -132,7 +134,7 @@ def section(arch: str, variants: dict) -> dict:
     low, high = min(len(s) for s in variants.values()), max(len(s) for s in variants.values())
     seeds = "1 seed" if high == 1 else f"{high} seeds" if low == high else f"{low} to {high} seeds"
     return {
-        "arch": arch, "names": names, "true": first["true"], "images": images.denormalise(first["inputs"]),
+        "arch": arch, "names": names, "true": first["true"], "images": transforms.denormalise(first["inputs"]),
         "accuracy": {a: float(np.mean([g["predicted"] == g["true"] for _, g in s])) for a, s in variants.items()},
         "summaries": [{a: summarise(s, i) for a, s in variants.items()} for i in range(len(first["true"]))],
         "left": left, "columns": columns, "cell": cell, "image": min(0.8 * cell, 1.35), "seeds": seeds,
@@ -202,5 +204,5 @@ for s in sections:
                       color=summary["colour"])
         y += row_height(s)
 
-results.save_figure(fig, layout.notebook_figure("predictions"))
+figures.save_figure(fig, layout.notebook_figure("predictions"))
 plt.show()

@@ -1,4 +1,6 @@
-"""na-repro: reproduce the NA blog post's CIFAR claims. Run stages with `python -m pipeline`."""
+"""na-repro: reproduce the NA blog post's CIFAR claims.
+
+Stages run as `python -m pipeline.<stage>`, tools as `python -m pipeline <tool>`."""
 
 
 class PipelineError(RuntimeError):

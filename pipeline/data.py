@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import PipelineError, atomic, config, logs, paths
+from pipeline import PipelineError
+from pipeline.core import atomic, logs, stage
+from pipeline.dag import config, paths
+from pipeline.images import prepared
 
 OFFICIAL_BASE_URL = "https://www.cs.toronto.edu/~kriz/"
 CIFAR = {
@@ -230,19 +233,6 @@ def prepare(dataset: str, download: dict) -> dict:
     return read_cifar(dataset, fetch_archive(dataset, download))
 
 
-def load_prepared(path: Path) -> dict:
-    if not path.exists():
-        raise DataError(f"{path} is missing; run the data stage first (snakemake --cores 4 all or dvc repro)")
-    with np.load(path) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-
-def subset(arrays: dict, split: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The first `n` images and labels of a split ("train" or "test") of a prepared archive; all when n is None."""
-    return arrays[f"{split}_images"][:n], arrays[f"{split}_labels"][:n]
-
-
 def main(params: dict, arch: str) -> None:
     started = time.perf_counter()
     if arch not in params["archs"]:
@@ -250,11 +240,13 @@ def main(params: dict, arch: str) -> None:
     dataset = config.profile_settings(params)["datasets"][arch]
     out = paths.layout(params).prepared(arch)
     arrays = prepare(dataset, params["download"])
-    with atomic.atomic_path(out) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    prepared.save(out, arrays)
     print(f"{dataset}: {len(arrays['train_labels'])} train / {len(arrays['test_labels'])} test images, "
           f"{len(arrays['class_names'])} classes -> {out}")
     # The stage's wall time goes to its log (logs/<profile>/data/<arch>.log), where provenance.py
     # reads it, not into the prepared file: that stays byte-identical from one run to the next.
     print(f"data: done in {time.perf_counter() - started:.2f} s")
 
+
+if __name__ == "__main__":
+    stage.run("data", main, target="arch")

@@ -4,7 +4,7 @@ Writes val loss/accuracy, parameter counts, inference throughput and the predict
 first 18 validation images. The predictor is first checked against the eager model on one
 batch (inference.check_against_eager), on whatever device it runs. Val loss/accuracy and
 throughput come from one pass over the whole validation set through the Paddle Inference
-predictor (pipeline/inference.py: oneDNN on the CPU), in batches of `eval_batch_size` after
+predictor (pipeline/models/inference.py: oneDNN on the CPU), in batches of `eval_batch_size` after
 `throughput_warmup` untimed batches and one untimed batch of the last batch's size: the
 predictor's copy of each already-normalised batch in, its forward and the copy of the logits
 out. (The post timed its whole DataLoader loop, decoding and transforms included, on a V100.)
@@ -13,15 +13,24 @@ The prediction grid and the attention diagnostics run the eager model.
 
 from __future__ import annotations
 
+from pipeline.hardware import job
+
+if __name__ == "__main__":  # before Paddle is imported: the GPU and threads this job holds
+    job.prepare(training=False)
+
 import json
 import time
 
 import numpy as np
 import paddle
 
-from pipeline import PipelineError, atomic, config, device, images, inference, paths
-from pipeline.data import load_prepared, subset
-from pipeline.models import Gate, NABlog, PooledNA, build_model, channel_std, count_parameters
+from pipeline import PipelineError
+from pipeline.core import atomic, stage
+from pipeline.dag import config, paths
+from pipeline.hardware import device
+from pipeline.images import prepared, transforms
+from pipeline.models import build_model, count_parameters, inference
+from pipeline.models.attention import Gate, NABlog, PooledNA, channel_std
 
 GRID_IMAGES = 18  # as many validation images as the post's prediction grid shows
 DIAGNOSTIC_IMAGES = 64  # the fixed batch (first validation images) the attention diagnostics use
@@ -79,13 +88,13 @@ def main(params: dict, run: str) -> None:
     s = config.run_settings(params, run)
     dev = device.select(s["device"])
     layout = paths.layout(params)
-    data = load_prepared(layout.prepared(s["arch"]))
-    val_x, val_y = subset(data, "test", s["val_subset"])
+    data = prepared.load(layout.prepared(s["arch"]))
+    val_x, val_y = prepared.subset(data, "test", s["val_subset"])
     model = build_model(s["arch"], s["attention"], len(data["class_names"]), s["image_size"])
     model.set_state_dict(paddle.load(str(verified_checkpoint(layout, run, "best.pdparams"))))
     model.eval()
     predict = inference.compile_model(model, s["image_size"], dev)
-    warmup_batch = images.test_batch(val_x[: s["eval_batch_size"]], s["image_size"])
+    warmup_batch = transforms.test_batch(val_x[: s["eval_batch_size"]], s["image_size"])
     checked = inference.check_against_eager(model, predict, warmup_batch, s["attention"], inference.ENGINE[dev],
                                             device.float32_format(dev))
     for _ in range(s["throughput_warmup"]):  # first-call allocations and kernel selection stay untimed
@@ -95,13 +104,13 @@ def main(params: dict, run: str) -> None:
                                                     s["label_smoothing"])
     img_per_s = len(val_y) / seconds
 
-    grid = images.test_batch(val_x[:GRID_IMAGES], s["image_size"])
+    grid = transforms.test_batch(val_x[:GRID_IMAGES], s["image_size"])
     with paddle.no_grad():
         predicted = model(paddle.to_tensor(grid)).argmax(axis=-1).numpy()
     with atomic.atomic_path(layout.predictions(run)) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, inputs=grid, predicted=predicted, true=val_y[:GRID_IMAGES],
                             class_names=data["class_names"])
-    diagnostics = attention_diagnostics(model, images.test_batch(val_x[:DIAGNOSTIC_IMAGES], s["image_size"]))
+    diagnostics = attention_diagnostics(model, transforms.test_batch(val_x[:DIAGNOSTIC_IMAGES], s["image_size"]))
     atomic.write_json(layout.attention(run), {"attention": s["attention"], "images": min(len(val_x), DIAGNOSTIC_IMAGES),
                                              "layers": diagnostics})
     atomic.write_json(layout.evaluation(run), {
@@ -113,3 +122,7 @@ def main(params: dict, run: str) -> None:
     })
     print(f"{run}: val acc {val_acc:.4f}, loss {val_loss:.4f}, {img_per_s:.0f} img/s on {device.describe(dev)} "
           f"({inference.ENGINE[dev]})")
+
+
+if __name__ == "__main__":
+    stage.run("evaluate", main, target="run")

@@ -11,7 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from pipeline import PipelineError, atomic, config, paths
+from pipeline import PipelineError
+from pipeline.core import atomic, stage
+from pipeline.dag import config, paths
 
 
 class NotebookError(PipelineError):
@@ -57,3 +59,7 @@ def main(params: dict, name: str) -> None:
                 ) from None
     atomic.write_text(layout.notebook_html(name), to_html(executed))
     print(f"{name}: executed {executed} and {layout.notebook_html(name)}")
+
+
+if __name__ == "__main__":
+    stage.run("notebook", main, target="notebook")

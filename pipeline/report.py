@@ -2,9 +2,9 @@
 
 This module only gathers: the comparison table from reports/comparison.json (the comparison
 notebook's output), figures from the notebooks, run details from runs/*/*.json, the provenance
-manifest (pipeline/provenance.py, also written to reports/provenance.json) and, if it was run, the
-benchmark's JSON. pipeline/templates/report.html.j2 lays the page out. Only the post's claimed
-figures come from pipeline/claims.py, and they are labelled as the claim.
+manifest (pipeline/analysis/provenance.py, also written to reports/provenance.json) and, if it was run, the
+benchmark's JSON. pipeline/analysis/templates/report.html.j2 lays the page out. Only the post's claimed
+figures come from pipeline/analysis/claims.py, and they are labelled as the claim.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import json
 import shlex
 import time
 
-from pipeline import atomic, bench_tables, config, paths, provenance, render, results
-from pipeline.claims import CLAIMS
+from pipeline.analysis import artifacts, bench_tables, provenance, render
+from pipeline.analysis.claims import CLAIMS
+from pipeline.core import atomic, stage
+from pipeline.dag import config, paths
 
 
 def versions_text(versions: dict) -> str:
@@ -77,7 +79,7 @@ def main(params: dict) -> None:
     settings = config.profile_settings(params)
     layout = paths.layout(params)
     table = json.loads(layout.comparison_table.read_text())
-    loaded = [results.load_run(layout, r) for r in config.runs(params)]
+    loaded = [artifacts.load_run(layout, r) for r in config.runs(params)]
     manifest = provenance.build(params, layout, loaded, started)
     atomic.write_json(layout.provenance, manifest)
     overrides = config.cli_overrides(params)
@@ -112,3 +114,7 @@ def main(params: dict) -> None:
     )
     atomic.write_text(layout.report, page)
     print(f"report: {layout.report} and {layout.provenance}")
+
+
+if __name__ == "__main__":
+    stage.run("report", main)

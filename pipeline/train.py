@@ -3,12 +3,12 @@
 Adam (lr 1e-3, L2 weight decay 1e-5), cosine annealing stepped every batch over all steps,
 label-smoothing cross entropy, best-by-val-acc and final checkpoints. Logs what the post
 logs: train loss every `log_every` steps, and per epoch lr, train loss/acc, val loss/acc.
-The batches come from pipeline/loaders.py, saving and resuming from pipeline/checkpoints.py.
+The batches come from pipeline/images/batches.py, saving and resuming from pipeline/core/checkpoints.py.
 
 With `devices_per_job` N > 1 the command re-executes itself through Paddle's launcher as N
-workers (pipeline/distributed.py). The results mean what they mean on one device: `batch_size`
+workers (pipeline/hardware/distributed.py). The results mean what they mean on one device: `batch_size`
 is the global batch, of which each worker takes batch_size / N images (the same shuffle on every
-worker, `loaders.GlobalBatchSampler`); gradients are averaged over workers (paddle.DataParallel),
+worker, `batches.GlobalBatchSampler`); gradients are averaged over workers (paddle.DataParallel),
 so lr and schedule are unchanged; logged loss and accuracy are over the global batch. Worker r
 seeds its own randomness (augmentation, dropout) with seed + r; the model starts from rank 0's
 initialisation. BatchNorm normalises with each worker's own batch_size / N images (as
@@ -18,6 +18,11 @@ others wait.
 """
 
 from __future__ import annotations
+
+from pipeline.hardware import job
+
+if __name__ == "__main__":  # before Paddle is imported: the GPUs and threads this job holds
+    job.prepare(training=True)
 
 import functools
 import random
@@ -29,8 +34,11 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from pipeline import PipelineError, atomic, checkpoints, config, device, distributed, loaders, logs, paths
-from pipeline.data import load_prepared, subset
+from pipeline import PipelineError
+from pipeline.core import atomic, checkpoints, logs, stage
+from pipeline.dag import config, paths
+from pipeline.hardware import device, distributed
+from pipeline.images import batches, prepared
 from pipeline.models import build_model, count_parameters
 
 PRECISION = {paddle.float32: "fp32", paddle.bfloat16: "bf16", paddle.float16: "fp16"}
@@ -139,7 +147,7 @@ def launch_workers(params: dict, s: dict) -> None:
     dev = device.resolve(s["device"], count)
     log_dir = paths.layout(params).log("train", run).with_suffix(".launch")
     overrides = [f"--set={o}" for o in config.cli_overrides(params)]
-    worker = [sys.executable, "-u", "-m", "pipeline", "train", run, *overrides]
+    worker = [sys.executable, "-u", "-m", "pipeline.train", run, *overrides]
     print(f"{run}: data parallel on {count} {dev.upper()} workers through paddle.distributed.launch "
           f"(each worker's log: {log_dir}/workerlog.<rank>)", flush=True)
     distributed.launch(count, dev, worker, log_dir, job_id=run)
@@ -162,9 +170,9 @@ def main(params: dict, run: str) -> None:
     paddle.seed(s["seed"] + rank)
 
     layout = paths.layout(params)
-    data = load_prepared(layout.prepared(s["arch"]))
-    train_x, train_y = subset(data, "train", s["train_subset"])
-    val_x, val_y = subset(data, "test", s["val_subset"])
+    data = prepared.load(layout.prepared(s["arch"]))
+    train_x, train_y = prepared.subset(data, "train", s["train_subset"])
+    val_x, val_y = prepared.subset(data, "test", s["val_subset"])
     if len(train_x) < s["batch_size"]:
         raise TrainingError(f"{len(train_x)} training images make no full batch of {s['batch_size']}; lower batch_size")
 
@@ -175,7 +183,7 @@ def main(params: dict, run: str) -> None:
     optimizer = paddle.optimizer.Adam(
         learning_rate=scheduler, parameters=model.parameters(), weight_decay=s["weight_decay"]
     )
-    loader = loaders.training_batches(train_x, train_y, s, dev, rank, world)
+    loader = batches.training_batches(train_x, train_y, s, dev, rank, world)
     autocast, scaler = mixed_precision(s["amp"], dev)
     # Work in progress lives outside the declared outputs, which Snakemake and DVC delete
     # before rerunning a job; the outputs appear only when the run is complete.
@@ -195,7 +203,7 @@ def main(params: dict, run: str) -> None:
         print(f"{run}: {s['arch']} + {s['attention']} on {s['dataset']} ({len(train_x)} train, {len(val_x)} val, "
               f"{s['image_size']} px), {s['epochs']} epochs on {where}")
 
-    val_batches = loaders.validation_batches(val_x, val_y, s["image_size"], s["eval_batch_size"]) if lead else []
+    val_batches = batches.validation_batches(val_x, val_y, s["image_size"], s["eval_batch_size"]) if lead else []
     for epoch in range(progress["epoch"] + 1, s["epochs"] + 1):
         net.train()
         loader.batch_sampler.set_epoch(epoch)
@@ -280,3 +288,8 @@ def write_outputs(layout: paths.Layout, run: str, s: dict, model, optimizer, pro
         "checkpoint_sha256": {f.name: atomic.digest(f) for f in sorted(layout.checkpoints(run).glob("*.pd*"))},
     })
     shutil.rmtree(work)
+
+
+# A data-parallel worker leaves the stage log to its launcher, which copies rank 0's output there.
+if __name__ == "__main__":
+    stage.run("train", main, target="run", log=not device.launched_worker())

@@ -1,13 +1,15 @@
 # Set-up shared by the rules: the checked config, this configuration's paths and the commands'
 # --set options. Paths, the code each stage depends on and the settings it tracks all come from
-# pipeline/ (paths.py, deps.py, config.py), the same place dvc.yaml is generated from.
+# pipeline/dag/ (paths.py, deps.py, config.py), the same place dvc.yaml is generated from.
 
 import os
 import shlex
 import sys
 
-from pipeline import config as cfg
-from pipeline import deps, device, logs, paths, sync
+from pipeline.core import logs
+from pipeline.dag import config as cfg
+from pipeline.dag import deps, paths, pull
+from pipeline.hardware import device
 
 config.update(cfg.typed_snakemake_config(config))
 try:

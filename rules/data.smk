@@ -13,4 +13,4 @@ rule data:
     params:
         settings=lambda wc: cfg.tracked_values(config, "data", wc.arch),
     shell:
-        f"python -m pipeline data {{wildcards.arch}}{DATA_SET}"
+        deps.command("data", "{wildcards.arch}") + DATA_SET

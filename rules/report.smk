@@ -20,7 +20,7 @@ for name in paths.NOTEBOOKS:
             name=name,  # the shell command is formatted at run time, after the loop has ended
             settings=cfg.tracked_values(config, "notebook"),
         shell:
-            f"python -m pipeline notebook {{params.name}}{SET}"
+            deps.command("notebook", "{params.name}") + SET
 
 
 rule report:
@@ -37,4 +37,4 @@ rule report:
     params:
         settings=cfg.tracked_values(config, "report"),
     shell:
-        f"python -m pipeline report{SET}"
+        deps.command("report") + SET

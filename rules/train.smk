@@ -42,7 +42,7 @@ rule train:
     params:
         settings=lambda wc: cfg.tracked_values(config, "train", run_arch(wc)),
     shell:
-        f"python -m pipeline train {{wildcards.run}}{SET}"
+        deps.command("train", "{wildcards.run}") + SET
 
 
 rule evaluate:
@@ -67,4 +67,4 @@ rule evaluate:
     params:
         settings=lambda wc: cfg.tracked_values(config, "evaluate", run_arch(wc)),
     shell:
-        f"python -m pipeline evaluate {{wildcards.run}}{SET}"
+        deps.command("evaluate", "{wildcards.run}") + SET

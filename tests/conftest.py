@@ -62,7 +62,7 @@ def snakemake_jobs(project: Path, *args: str) -> dict[str, dict]:
 
 def layout(project: Path, *options: str):
     """Where a command run in `project` with these options (`--set`, `key=value`, ...) keeps its results."""
-    from pipeline import config, paths
+    from pipeline.dag import config, paths
 
     overrides = [o for o in options if o != "--set" and "=" in o]
     params = config.load(overrides, path=project / "params.yaml")

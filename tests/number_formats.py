@@ -6,7 +6,7 @@ later GPUs, bf16 (7 bits) and fp16 (10 bits, largest value 65,504) under autocas
 fp16 the result is stored in the format too, and so are the gradients that flow back through it.
 `emulated(fmt)` makes every Conv1D, Conv2D, Linear, matmul and bmm of the models compute so, forward
 and backward: the real Paddle ops on rounded operands. Inside an attention module (which
-computes in float32 under autocast, models.Attention) they round as float32 work does on the
+computes in float32 under autocast, Attention) they round as float32 work does on the
 same GPU (`float32_as`).
 
 `folded_predictor(model)` stands in for Paddle's GPU predictor: a copy of the model with every
@@ -22,12 +22,13 @@ import copy
 
 import numpy as np
 
-from pipeline import device
+from pipeline.hardware import device
 
 paddle = device.import_paddle()
 from paddle.autograd import PyLayer  # noqa: E402
 
-from pipeline import fused, models  # noqa: E402
+from pipeline.models import fused  # noqa: E402
+from pipeline.models.attention import Attention  # noqa: E402
 
 FORMATS = ("tf32", "bf16", "fp16")
 _VELTKAMP = {"tf32": 2.0**13 + 1}  # splits a float32 at 24 - 13 = 11 significant bits: TF32, to nearest even
@@ -103,9 +104,9 @@ def emulated(fmt: str, float32_as: str = "tf32", fault: str | None = None, low_p
     nn, F = paddle.nn, paddle.nn.functional
     e = _Emulation(fmt, float32_as, fault, low_precision_logits)
     saved = {(nn.Conv2D, "forward"): nn.Conv2D.forward, (nn.Conv1D, "forward"): nn.Conv1D.forward,
-             (nn.Linear, "forward"): nn.Linear.forward, (models.Attention, "forward"): models.Attention.forward,
+             (nn.Linear, "forward"): nn.Linear.forward, (Attention, "forward"): Attention.forward,
              (paddle, "matmul"): paddle.matmul, (paddle, "bmm"): paddle.bmm, (fused, "applies"): fused.applies}
-    matmul, bmm, attention_forward = paddle.matmul, paddle.bmm, models.Attention.forward
+    matmul, bmm, attention_forward = paddle.matmul, paddle.bmm, Attention.forward
 
     def conv2d(self, x):
         weight = self.weight
@@ -139,7 +140,7 @@ def emulated(fmt: str, float32_as: str = "tf32", fault: str | None = None, low_p
             e.depth -= 1
 
     nn.Conv2D.forward, nn.Conv1D.forward, nn.Linear.forward = conv2d, conv1d, linear
-    models.Attention.forward = attention
+    Attention.forward = attention
     fused.applies = lambda x: False  # a GPU runs na-official and na-paper as the composed ops
     paddle.matmul = lambda a, b, *args, **kw: e.result(matmul(e.operand(a), e.operand(b), *args, **kw))
     paddle.bmm = lambda a, b, *args, **kw: e.result(bmm(e.operand(a), e.operand(b), *args, **kw))
@@ -234,7 +235,7 @@ def gpu_in_format(fmt: str, float32_as: str = "tf32", fault: str | None = None):
     the emulation rounds what it would cast, and hands the logits on in the format's dtype."""
     import paddle.amp.grad_scaler as grad_scaler
 
-    from pipeline import device as device_module
+    from pipeline.hardware import device as device_module
 
     set_device, tracer = paddle.set_device, grad_scaler._dygraph_tracer
     float32_format = device_module.float32_format

@@ -28,7 +28,7 @@ def paper_on_slurm(cluster_project):
 
 
 def test_slurm_training_jobs_ask_for_one_gpu_memory_and_time_from_params(paper_on_slurm):
-    train = {c.split()[4]: resources(j) for c, j in paper_on_slurm.items() if j["rule"] == "train"}
+    train = {c.split()[3]: resources(j) for c, j in paper_on_slurm.items() if j["rule"] == "train"}
     assert len(train) == 12  # the default matrix: 2 architectures x (none, na-blog, gate) x 2 seeds
     for run_name, r in train.items():
         assert r["gpu"] == "1" and r["mem_mb"] == "16000", run_name
@@ -37,7 +37,7 @@ def test_slurm_training_jobs_ask_for_one_gpu_memory_and_time_from_params(paper_o
 
 
 def test_a_training_job_declares_its_process_and_loader_workers_and_splits_them(cluster_project):
-    from pipeline import device
+    from pipeline.hardware import device
 
     # the paper profile: 4 loader workers beside the training process, train_threads 4
     jobs = snakemake_jobs(cluster_project, "--cores", "8", "--config", "profile=paper")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import config
+from pipeline.dag import config
+from tests.conftest import ROOT
 
 
 @pytest.fixture
 def params(monkeypatch):
-    monkeypatch.chdir(config.SCHEMA_FILE.parents[1])
+    monkeypatch.chdir(ROOT)
     return config.load()
 
 
@@ -78,7 +79,7 @@ def test_configuration_names_the_profile_and_a_key_of_the_overrides(params):
 
 
 def test_top_level_overrides_win_over_the_profile(monkeypatch):
-    monkeypatch.chdir(config.SCHEMA_FILE.parents[1])
+    monkeypatch.chdir(ROOT)
     params = config.load(["profile=paper", "epochs=1", "device=cpu", "train_subset=5000"])
     s = config.run_settings(params, "alexnet-none-s42")
     assert (s["epochs"], s["device"], s["train_subset"], s["image_size"]) == (1, "cpu", 5000, 128)
@@ -97,7 +98,7 @@ def test_top_level_overrides_win_over_the_profile(monkeypatch):
     ],
 )
 def test_bad_values_give_one_clear_line(monkeypatch, override, expected):
-    monkeypatch.chdir(config.SCHEMA_FILE.parents[1])
+    monkeypatch.chdir(ROOT)
     with pytest.raises(config.ConfigError) as err:
         config.load([override])
     assert expected in str(err.value) and "\n" not in str(err.value)
@@ -136,7 +137,7 @@ def test_exponent_numbers_are_numbers_as_in_dvc():
 
 def test_params_read_the_same_as_yaml_1_1_and_1_2(params):
     """`dvc exp run -S` rewrites params.yaml with YAML 1.2 (ruamel) and drops quotes it deems
-    unneeded, while PyYAML (Snakemake, pipeline.config) reads YAML 1.1, where e.g. off/yes/no
+    unneeded, while PyYAML (Snakemake, pipeline.dag.config) reads YAML 1.1, where e.g. off/yes/no
     are booleans. A value both read alike survives the rewrite."""
     import io
 

@@ -22,7 +22,7 @@ PADDLE_REPORT = (
     "  [Hint: 'cudaErrorInsufficientDriver'. This indicates that the installed NVIDIA CUDA driver is older than "
     "the CUDA runtime library.] (at /paddle/paddle/phi/backends/gpu/cuda/cuda_info.cc:67)\n")
 CAUSE = "ExternalError: CUDA error(35), CUDA driver version is insufficient for CUDA runtime version"
-BROKEN_CUDA = ("from pipeline import device\npaddle = device.import_paddle()\n"
+BROKEN_CUDA = ("from pipeline.hardware import device\npaddle = device.import_paddle()\n"
                "def count():\n    raise OSError(REPORT)\n"
                "paddle.is_compiled_with_cuda = lambda: True\n"
                "paddle.device.cuda.device_count = count\n")
@@ -30,7 +30,7 @@ BROKEN_CUDA = ("from pipeline import device\npaddle = device.import_paddle()\n"
 
 @pytest.fixture
 def broken_cuda(monkeypatch):
-    from pipeline import device
+    from pipeline.hardware import device
 
     paddle = device.import_paddle()
 
@@ -42,7 +42,7 @@ def broken_cuda(monkeypatch):
 
 
 def test_the_doctor_says_fail_with_the_driver_and_wheel_fix(broken_cuda, monkeypatch):
-    from pipeline import doctor
+    from pipeline.tools import doctor
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     rows, count = doctor.gpus({"device": "gpu", "amp": "fp32"})
@@ -53,7 +53,7 @@ def test_the_doctor_says_fail_with_the_driver_and_wheel_fix(broken_cuda, monkeyp
 
 
 def test_choosing_the_device_is_one_line_with_the_fix(broken_cuda):
-    from pipeline import device
+    from pipeline.hardware import device
 
     with pytest.raises(device.CudaError) as error:
         device.resolve("gpu")
@@ -63,10 +63,10 @@ def test_choosing_the_device_is_one_line_with_the_fix(broken_cuda):
 
 @pytest.mark.parametrize("stage", ["train", "evaluate"])
 def test_a_training_or_evaluation_ends_with_one_line(project, stage):
-    """The real command line (pipeline.__main__.main) on the ci profile with device=gpu."""
+    """The real command (`python -m pipeline.<stage>`) on the ci profile with device=gpu."""
     script = (f"REPORT = {PADDLE_REPORT!r}\n" + BROKEN_CUDA
-              + "import sys\nfrom pipeline.__main__ import main\n"
-              + f"sys.exit(main([{stage!r}, 'alexnet-none-s42', '--set', 'profile=ci', '--set', 'device=gpu']))\n")
+              + "import runpy, sys\nsys.argv = ['', 'alexnet-none-s42', '--set', 'profile=ci', '--set', 'device=gpu']\n"
+              + f"runpy.run_module('pipeline.{stage}', run_name='__main__', alter_sys=True)\n")
     proc = run([sys.executable, "-c", script], cwd=project, check=False)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == proc.stderr.strip().splitlines()[-1]  # one line

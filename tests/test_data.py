@@ -136,7 +136,7 @@ def test_data_stage_writes_prepared_arrays(project, http_server, no_internet):
     a100 = cifar_archives.cifar100(served / "cifar-100-python.tar.gz")
     md5 = f"{{{a10.name}: {cifar_archives.md5(a10)}, {a100.name}: {cifar_archives.md5(a100)}}}"
     for arch in ("alexnet", "resnet18"):
-        run(["python", "-m", "pipeline", "data", arch, "--set", "profile=paper",
+        run(["python", "-m", "pipeline.data", arch, "--set", "profile=paper",
              "--set", f"download={{raw_dir: data/raw, mirrors: [{base}], md5: {md5}}}"], cwd=project)
     with np.load(project / "data/prepared/paper/resnet18.npz") as npz:  # CIFAR-100
         assert npz["train_images"].shape == (60, 32, 32, 3) and len(npz["class_names"]) == 100

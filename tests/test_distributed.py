@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import config, device
+from pipeline.dag import config
+from pipeline.hardware import device
 from tests.conftest import ROOT, assert_nothing_lost, layout, run
 
 device.import_paddle()  # threads fixed and the import banner kept quiet, as the stages do
-from pipeline import distributed  # noqa: E402
+from pipeline.hardware import distributed  # noqa: E402
 
 RUN = "alexnet-none-s42"
 
@@ -61,7 +62,7 @@ def test_a_batch_that_does_not_split_over_the_devices_says_how_to_fix_it(in_proj
 
 # ---- the launch command -----------------------------------------------------------------------------
 
-WORKER = [sys.executable, "-u", "-m", "pipeline", "train", RUN, "--set=devices_per_job=2"]
+WORKER = [sys.executable, "-u", "-m", "pipeline.train", RUN, "--set=devices_per_job=2"]
 LAUNCH = [sys.executable, "-m", "paddle.distributed.launch"]
 COMMON = ["--log_dir", "logs/train/x.launch", "--job_id", RUN, "--max_restart", "0", "--log_level", "WARNING",
           "--log_overwrite", "true"]
@@ -94,7 +95,7 @@ def test_paper_dry_run_reserves_devices_per_job_gpus_per_training(tmp_path):
     jobs = snakemake_jobs(project, "--config", "profile=paper", "devices_per_job=2", "seeds=[42]")
     train = [(c, j) for c, j in jobs.items() if j["rule"] == "train"]
     assert len(train) == 6 and all("gpu=2" in j["resources"] for _, j in train)
-    assert all("--set devices_per_job=2" in c and c.startswith("python -m pipeline train ") for c, _ in train)
+    assert all("--set devices_per_job=2" in c and c.startswith("python -m pipeline.train ") for c, _ in train)
     assert all("gpu=1" in j["resources"] for j in jobs.values() if j["rule"] == "evaluate")  # one GPU is enough
     bad = run(["snakemake", "-n", "all", "--config", "devices_per_job=3"], cwd=project, check=False)
     assert bad.returncode != 0 and "error: batch_size 64 does not split over devices_per_job 3" in bad.stderr
@@ -103,7 +104,7 @@ def test_paper_dry_run_reserves_devices_per_job_gpus_per_training(tmp_path):
 # ---- the global batch -------------------------------------------------------------------------------
 
 def test_workers_split_each_global_batch_into_disjoint_shares():
-    from pipeline.loaders import GlobalBatchSampler
+    from pipeline.images.batches import GlobalBatchSampler
 
     one = GlobalBatchSampler(100, 12, seed=42)
     shares = [GlobalBatchSampler(100, 12, seed=42, rank=r, world=3) for r in range(3)]
@@ -134,9 +135,9 @@ STEP_SCRIPT = textwrap.dedent('''
     """
     import contextlib, sys, time
     import numpy as np
-    from pipeline import device
+    from pipeline.hardware import device
     paddle = device.import_paddle()
-    from pipeline import distributed
+    from pipeline.hardware import distributed
     from pipeline.models import build_model
     from pipeline.train import smoothed_cross_entropy, training_step
 
@@ -257,15 +258,15 @@ def rows(path):
 @pytest.mark.e2e
 def test_two_cpu_workers_train_a_run_and_write_its_outputs_once(project):
     ci = ["--set", "profile=ci"]
-    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
-    run(["python", "-m", "pipeline", "train", RUN, *ci], cwd=project)
+    run(["python", "-m", "pipeline.data", "alexnet", *ci], cwd=project)
+    run(["python", "-m", "pipeline.train", RUN, *ci], cwd=project)
     one = layout(project, *ci)
     single = {"steps": (project / one.train_steps(RUN)).read_text(),
               "summary": (project / one.train_summary(RUN)).read_text()}
 
     two = [*ci, "--set", "devices_per_job=2"]
     where = layout(project, *two)  # another configuration, beside the one-device run's
-    proc = run(["python", "-m", "pipeline", "train", RUN, *two], cwd=project)
+    proc = run(["python", "-m", "pipeline.train", RUN, *two], cwd=project)
     log = (project / where.log("train", RUN)).read_text()
     assert "data parallel on 2 CPU workers through paddle.distributed.launch" in log
     assert log.count(f"{RUN} epoch 1/1: lr") == 1 and proc.stdout.count(f"{RUN} epoch 1/1: lr") == 1  # rank 0's
@@ -295,8 +296,8 @@ def test_two_cpu_workers_train_a_run_and_write_its_outputs_once(project):
 @pytest.mark.faults
 def test_a_failing_worker_fails_the_job_with_its_one_line_error(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16", "--set", "devices_per_job=2"]
-    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
-    proc = run(["python", "-m", "pipeline", "train", RUN, *ci, "--set", "lr=.inf"], cwd=project, check=False)
+    run(["python", "-m", "pipeline.data", "alexnet", *ci], cwd=project)
+    proc = run(["python", "-m", "pipeline.train", RUN, *ci, "--set", "lr=.inf"], cwd=project, check=False)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {RUN}: loss became") and "at step" in last
@@ -331,9 +332,9 @@ def test_killed_two_worker_training_leaves_no_worker_and_resumes_to_the_same_res
 
     from tests.conftest import command_env
 
-    args = ["python", "-m", "pipeline", "train", RUN, "--set", "profile=ci", "--set", "epochs=3",
+    args = ["python", "-m", "pipeline.train", RUN, "--set", "profile=ci", "--set", "epochs=3",
             "--set", "train_subset=512", "--set", "batch_size=32", "--set", "devices_per_job=2"]
-    run(["python", "-m", "pipeline", "data", "alexnet", "--set", "profile=ci"], cwd=project)
+    run(["python", "-m", "pipeline.data", "alexnet", "--set", "profile=ci"], cwd=project)
     run(args, cwd=project)
     where = layout(project, *args)
     final = project / where.checkpoints(RUN) / "final.pdparams"

@@ -59,8 +59,8 @@ def test_doctor_fails_with_one_fix_when_the_profile_needs_the_gpu_build(ci_proje
 
 
 def test_dockers_default_shared_memory_is_too_small_for_the_paper_loader():
-    from pipeline import config, doctor
-
+    from pipeline.dag import config
+    from pipeline.tools import doctor
     s = config.run_settings(config.load(["profile=paper"]), "alexnet-none-s42")
     # 4 workers x 2 prefetched batches x 128 images x 3 x 128 x 128 float32
     assert doctor.shared_memory_needed(s) == 4 * 2 * 128 * 3 * 128 * 128 * 4
@@ -73,8 +73,9 @@ def test_dockers_default_shared_memory_is_too_small_for_the_paper_loader():
 def test_the_step_comparison_sees_a_changed_model():
     """The GPU step check's own code, with the CPU on both sides: identical steps agree exactly,
     and one changed weight is caught. tests/test_number_formats.py runs it against emulated GPUs."""
-    from pipeline import device, doctor, tolerances
-
+    from pipeline.hardware import device
+    from pipeline.models import tolerances
+    from pipeline.tools import doctor
     device.import_paddle()
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
@@ -101,8 +102,9 @@ def test_the_loader_check_delivers_where_training_does(monkeypatch):
     """The earlier checks leave Paddle on the CPU; on a GPU machine the loader check must first take
     training's device (device.select, as the training stage calls it), so that its batches go through
     page-locked memory to the GPU. No GPU here: device.select is watched, and the CPU stands in."""
-    from pipeline import config, device, doctor
-
+    from pipeline.dag import config
+    from pipeline.hardware import device
+    from pipeline.tools import doctor
     paddle = device.import_paddle()
     selected = []
     monkeypatch.setattr(device, "select", lambda setting, count=1: (selected.append(setting), paddle.set_device("cpu")))

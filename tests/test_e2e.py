@@ -80,7 +80,7 @@ def test_every_number_comes_from_artifacts(built):
 def test_provenance_lists_every_artifact_with_its_digest_commit_versions_and_wall_times(built):
     import hashlib
 
-    from pipeline import device
+    from pipeline.hardware import device
 
     paddle = device.import_paddle()
     manifest = json.loads((built / "reports/ci/provenance.json").read_text())
@@ -222,7 +222,7 @@ def test_benchmark_runs_and_the_report_shows_it(built):
     assert set(result["na_overhead"]) == set(ATTENTIONS) - {"none"}  # every variant's cost, peers included
     assert len(result["training"]) == 4 * len(ATTENTIONS) and "| eval_speedup" in out
     assert result["host_device"]["val_seconds_prepared_once"] > 0 and "read back every step" in out
-    run(["python", "-m", "pipeline", "report"], cwd=built)
+    run(["python", "-m", "pipeline.report"], cwd=built)
     page = (built / "reports/ci/index.html").read_text()
     assert "Appendix: benchmark" in page and f"<td>{result['eval_speedup']}x</td>" in page
 
@@ -308,7 +308,7 @@ def test_every_stage_killed_mid_write_leaves_no_partial_output_and_recovers(tmp_
     """SIGKILL each stage kind with its output written to a temp file but not yet renamed: the
     job alone (then a plain rerun), or Snakemake with all its jobs (then --unlock and
     --rerun-incomplete). Each rerun recovers the earlier stage and is killed at the next one."""
-    from pipeline.atomic import KILL_BEFORE_RENAME
+    from pipeline.core.atomic import KILL_BEFORE_RENAME
 
     project = copy_project(tmp_path / "project", profile="ci", archs="[alexnet]", attentions="[none]", seeds="[42]")
     rerun = ["snakemake", "--cores", "2", "all"] + (["--rerun-incomplete"] if power_loss else [])

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT, command_env
 
-CLAIM = ("import sys, time; from pipeline import gpu_locks; ids = gpu_locks.claim(int(sys.argv[1]), 0.05); "
+CLAIM = ("import sys, time; from pipeline.hardware import gpu_locks; ids = gpu_locks.claim(int(sys.argv[1]), 0.05); "
          "import os; print('claimed', os.environ['CUDA_VISIBLE_DEVICES'], flush=True); time.sleep(120)")
 
 

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import device, images
+from pipeline.hardware import device
+from pipeline.images import transforms
 
 paddle = device.import_paddle()
 
@@ -22,7 +23,7 @@ import paddle.vision.transforms.functional as PF  # noqa: E402 - as above
 
 N = 4000  # draws per distribution check
 KS_LIMIT = 1.95 * np.sqrt(2 / N)  # two-sample Kolmogorov-Smirnov critical value at alpha = 0.001
-LEVEL = 1 / 255 / images.STD.min()  # one uint8 level after normalisation (the largest such step)
+LEVEL = 1 / 255 / transforms.STD.min()  # one uint8 level after normalisation (the largest such step)
 
 
 def ks_distance(a, b) -> float:
@@ -74,7 +75,7 @@ def record_blog(monkeypatch):
         seen.clear()
         seen.update(order=[], flip=False)
         out = chain(image).numpy()
-        aug = images.Augmentation(*seen["box"], seen["flip"], seen["angle"], seen["brightness"],
+        aug = transforms.Augmentation(*seen["box"], seen["flip"], seen["angle"], seen["brightness"],
                                   seen["contrast"], seen["saturation"], tuple(seen["order"]))
         return out, aug
     return run
@@ -84,9 +85,9 @@ def record_blog(monkeypatch):
 
 def test_sampled_parameters_stay_in_the_chains_ranges():
     size = 128
-    side = images.resized_size(size)
-    aug = images.sample_augmentations(np.random.default_rng(0), N, size)
-    assert side == 130 and images.resized_size(64) == 65 and images.resized_size(32) == 32
+    side = transforms.resized_size(size)
+    aug = transforms.sample_augmentations(np.random.default_rng(0), N, size)
+    assert side == 130 and transforms.resized_size(64) == 65 and transforms.resized_size(32) == 32
     assert (aug.height >= 1).all() and (aug.top >= 0).all() and (aug.top + aug.height <= side).all()
     assert (aug.width >= 1).all() and (aug.left >= 0).all() and (aug.left + aug.width <= side).all()
     area = aug.height * aug.width / side**2
@@ -104,13 +105,13 @@ def test_sampled_parameters_stay_in_the_chains_ranges():
 
 @pytest.mark.parametrize("size", [128, 32])
 def test_crop_boxes_follow_paddles_random_resized_crop(size):
-    side = images.resized_size(size)
+    side = transforms.resized_size(size)
     random.seed(1)
     np.random.seed(1)
-    crop = T.RandomResizedCrop(size, scale=images.CROP_SCALE, ratio=images.CROP_RATIO)
+    crop = T.RandomResizedCrop(size, scale=transforms.CROP_SCALE, ratio=transforms.CROP_RATIO)
     blank = np.zeros((side, side, 3), np.uint8)
     theirs = np.array([crop._dynamic_get_param(blank) for _ in range(N)])  # (top, left, height, width)
-    ours = images.sample_augmentations(np.random.default_rng(1), N, size)
+    ours = transforms.sample_augmentations(np.random.default_rng(1), N, size)
     for k, name in enumerate(["top", "left", "height", "width"]):
         assert ks_distance(theirs[:, k], getattr(ours, name)) < KS_LIMIT, name
     assert np.mean(theirs[:, 2] * theirs[:, 3]) == pytest.approx(np.mean(ours.height * ours.width), rel=0.02)
@@ -118,8 +119,8 @@ def test_crop_boxes_follow_paddles_random_resized_crop(size):
 
 def test_crop_falls_back_to_the_whole_image_like_paddle(monkeypatch):
     """When no draw fits (here: areas above the image's), both take the whole image."""
-    monkeypatch.setattr(images, "CROP_SCALE", (1.2, 1.5))
-    ours = images.sample_augmentations(np.random.default_rng(0), 50, 128)
+    monkeypatch.setattr(transforms, "CROP_SCALE", (1.2, 1.5))
+    ours = transforms.sample_augmentations(np.random.default_rng(0), 50, 128)
     theirs = T.RandomResizedCrop(128, scale=(1.2, 1.5))._dynamic_get_param(np.zeros((130, 130, 3), np.uint8))
     assert theirs == (0, 0, 130, 130)
     assert (ours.top == 0).all() and (ours.left == 0).all() and (ours.height == 130).all() and (ours.width == 130).all()
@@ -129,13 +130,14 @@ def test_jitter_flip_and_rotation_follow_paddles_draws(monkeypatch):
     random.seed(2)
     np.random.seed(2)
     n = 3000
-    angles = [T.RandomRotation(images.DEGREES)._get_param((-images.DEGREES, images.DEGREES)) for _ in range(N)]
+    degrees = transforms.DEGREES
+    angles = [T.RandomRotation(degrees)._get_param((-degrees, degrees)) for _ in range(N)]
     pixel = np.array([[[10, 20, 30], [40, 50, 60]]], np.uint8)
-    flip = T.RandomHorizontalFlip(images.FLIP_PROB)
+    flip = T.RandomHorizontalFlip(transforms.FLIP_PROB)
     flips = [not np.array_equal(flip(pixel), pixel) for _ in range(N)]
     # record ColorJitter's factors and order: wrap the functional ops it calls
     seen = {"brightness": [], "contrast": [], "saturation": [], "order": []}
-    for code, name in enumerate(images.JITTER_OPS):
+    for code, name in enumerate(transforms.JITTER_OPS):
         original = getattr(PF, f"adjust_{name}")
 
         def wrapper(img, factor, code=code, name=name, original=original):
@@ -149,12 +151,12 @@ def test_jitter_flip_and_rotation_follow_paddles_draws(monkeypatch):
             seen[name].append(np.random.uniform(max(0, 1 - factor), 1 + factor))
             return out
         monkeypatch.setattr(PF, f"adjust_{name}", wrapper)
-    jitter = T.ColorJitter(images.JITTER, images.JITTER, images.JITTER)
+    jitter = T.ColorJitter(transforms.JITTER, transforms.JITTER, transforms.JITTER)
     for _ in range(n):
         jitter(pixel)
     their_orders = np.array(seen["order"]).reshape(n, 3)
 
-    ours = images.sample_augmentations(np.random.default_rng(2), N, 128)
+    ours = transforms.sample_augmentations(np.random.default_rng(2), N, 128)
     assert ks_distance(angles, ours.angle) < KS_LIMIT
     assert np.mean(flips) == pytest.approx(ours.flip.mean(), abs=0.045)
     limit = 1.95 * np.sqrt(1 / n + 1 / N)
@@ -169,16 +171,16 @@ def test_jitter_flip_and_rotation_follow_paddles_draws(monkeypatch):
 @pytest.mark.parametrize("size", [128, 32])
 def test_per_image_sampler_is_the_batch_sampler(size, monkeypatch):
     """sample_augmentation (plain Python, per image) = sample_augmentations (numpy, per batch)."""
-    many = images.sample_augmentations(np.random.default_rng(7), 2000, size).rows()
+    many = transforms.sample_augmentations(np.random.default_rng(7), 2000, size).rows()
     rng = np.random.default_rng(7)
     for want in many:
-        got = images.sample_augmentation(rng, size)
+        got = transforms.sample_augmentation(rng, size)
         assert got.order == want.order and got.flip == want.flip
         assert (got.top, got.left, got.height, got.width) == (want.top, want.left, want.height, want.width)
         assert np.allclose([got.angle, got.brightness, got.contrast, got.saturation],
                            [want.angle, want.brightness, want.contrast, want.saturation], rtol=1e-12, atol=0)
-    monkeypatch.setattr(images, "CROP_SCALE", (1.2, 1.5))  # the fallback branch too
-    assert images.sample_augmentation(np.random.default_rng(0), size) == images.sample_augmentations(
+    monkeypatch.setattr(transforms, "CROP_SCALE", (1.2, 1.5))  # the fallback branch too
+    assert transforms.sample_augmentation(np.random.default_rng(0), size) == transforms.sample_augmentations(
         np.random.default_rng(0), 1, size).rows()[0]
 
 
@@ -188,8 +190,9 @@ def test_paddles_saturation_blend_factor_spans_zero_to_2_2():
     np.random.seed(4)
     pixel = np.array([[[100, 50, 0]]], np.float32)
     grey = 0.114 * 100 + 0.587 * 50  # cv2's BGR weights on RGB data
-    alphas = np.array([(T.SaturationTransform(images.JITTER)(pixel)[0, 0, 0] - grey) / (100 - grey) for _ in range(N)])
-    ours = images.sample_augmentations(np.random.default_rng(4), N, 128).saturation
+    saturation = T.SaturationTransform(transforms.JITTER)
+    alphas = np.array([(saturation(pixel)[0, 0, 0] - grey) / (100 - grey) for _ in range(N)])
+    ours = transforms.sample_augmentations(np.random.default_rng(4), N, 128).saturation
     assert alphas.min() < 0.05 and 2.1 < alphas.max() <= 2.2 + 1e-5
     assert ks_distance(alphas, ours) < KS_LIMIT
 
@@ -200,40 +203,40 @@ def test_paddles_saturation_blend_factor_spans_zero_to_2_2():
 def test_same_parameters_give_the_posts_output(record_blog, size):
     random.seed(size)
     np.random.seed(size)
-    chain = images.blog_train_transform(size)
+    chain = transforms.blog_train_transform(size)
     for image in colour_images(6):
         theirs, aug = record_blog(chain, image)
         # the reference's operations in its order: equal up to float rounding
-        np.testing.assert_allclose(images.apply_augmentation(image, aug, size), theirs, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(transforms.apply_augmentation(image, aug, size), theirs, rtol=0, atol=1e-5)
 
 
 # ---- (c) output format ---------------------------------------------------------------------------
 
 def test_output_is_normalised_chw_float32_with_black_corners():
     image = colour_images(1)[0]
-    aug = images.Augmentation(0, 0, 130, 130, False, 20.0, 1.0, 1.0, 1.0, (0, 1, 2))
-    out = images.apply_augmentation(image, aug, 128)
+    aug = transforms.Augmentation(0, 0, 130, 130, False, 20.0, 1.0, 1.0, 1.0, (0, 1, 2))
+    out = transforms.apply_augmentation(image, aug, 128)
     assert out.dtype == np.float32 and out.shape == (3, 128, 128) and out.flags.c_contiguous
-    np.testing.assert_allclose(out[:, 0, 0], -images.MEAN / images.STD, rtol=1e-6)  # rotation's black fill
-    assert np.allclose(images.denormalise(out[None])[0].max(), image.max() / 255, atol=2 / 255)
+    np.testing.assert_allclose(out[:, 0, 0], -transforms.MEAN / transforms.STD, rtol=1e-6)  # rotation's black fill
+    assert np.allclose(transforms.denormalise(out[None])[0].max(), image.max() / 255, atol=2 / 255)
     # at 32 px with the identity parameters the chain reduces to the test transform
-    identity = images.Augmentation(0, 0, 32, 32, False, 0.0, 1.0, 1.0, 1.0, (0, 1, 2))
-    np.testing.assert_allclose(images.apply_augmentation(image, identity, 32),
-                               images.test_batch(image[None], 32)[0], atol=1e-6)
+    identity = transforms.Augmentation(0, 0, 32, 32, False, 0.0, 1.0, 1.0, 1.0, (0, 1, 2))
+    np.testing.assert_allclose(transforms.apply_augmentation(image, identity, 32),
+                               transforms.test_batch(image[None], 32)[0], atol=1e-6)
 
 
 def test_fast_transform_draws_from_the_sampler():
     size, imgs = 64, colour_images(5)
-    transform, rng = images.fast_train_transform(size, np.random.default_rng(9)), np.random.default_rng(9)
+    transform, rng = transforms.fast_train_transform(size, np.random.default_rng(9)), np.random.default_rng(9)
     for image in imgs:
-        aug = images.sample_augmentation(rng, size)
-        np.testing.assert_array_equal(transform(image), images.apply_augmentation(image, aug, size))
+        aug = transforms.sample_augmentation(rng, size)
+        np.testing.assert_array_equal(transform(image), transforms.apply_augmentation(image, aug, size))
 
 
 def test_fast_transform_follows_numpys_global_state():
     """As the post's chain: np.random.seed fixes the draws, and restoring numpy's state (what a
     resumed training run does from its checkpoint) repeats them."""
-    image, transform = colour_images(1)[0], images.fast_train_transform(32)
+    image, transform = colour_images(1)[0], transforms.fast_train_transform(32)
     np.random.seed(5)
     first = [transform(image) for _ in range(3)]
     np.random.seed(5)
@@ -247,13 +250,13 @@ def test_fast_transform_follows_numpys_global_state():
 
 def test_train_dataset_feeds_paddles_dataloader():
     imgs, labels = colour_images(8), np.arange(8, dtype=np.int64)
-    dataset = images.TrainDataset(imgs, labels, 64)
+    dataset = transforms.TrainDataset(imgs, labels, 64)
     x, y = dataset[3]
     assert x.shape == (3, 64, 64) and x.dtype == np.float32 and y == 3
     batches = list(paddle.io.DataLoader(dataset, batch_size=4, shuffle=True, drop_last=True))
     assert len(batches) == 2 and batches[0][0].shape == [4, 3, 64, 64]
     assert sorted(np.concatenate([b[1].numpy() for b in batches]).tolist()) == list(range(8))
-    blog = images.TrainDataset(imgs, labels, 64, transform=images.blog_train_transform(64))
+    blog = transforms.TrainDataset(imgs, labels, 64, transform=transforms.blog_train_transform(64))
     assert list(blog[0][0].shape) == [3, 64, 64]
 
 
@@ -262,10 +265,10 @@ def test_train_dataset_feeds_paddles_dataloader():
 @pytest.mark.parametrize("size", [128, 64, 32])
 def test_device_batches_match_the_per_image_path(size):
     imgs = colour_images(12, seed=1)
-    aug = images.sample_augmentations(np.random.default_rng(size), len(imgs), size)
-    got = images.augment_batch_on_device(paddle.to_tensor(imgs), size, params=aug)
+    aug = transforms.sample_augmentations(np.random.default_rng(size), len(imgs), size)
+    got = transforms.augment_batch_on_device(paddle.to_tensor(imgs), size, params=aug)
     assert got.dtype == paddle.float32 and got.shape == [12, 3, size, size]
-    want = np.stack([images.apply_augmentation(im, a, size) for im, a in zip(imgs, aug.rows(), strict=True)])
+    want = np.stack([transforms.apply_augmentation(im, a, size) for im, a in zip(imgs, aug.rows(), strict=True)])
     diffs = np.abs(got.numpy() - want)
     # Float arithmetic against cv2's fixed point: a level here and there, up to 2 once the jitter
     # amplifies it; in rare pixels nearest-neighbour rotation picks the pixel across an edge, or
@@ -277,32 +280,32 @@ def test_device_batches_match_the_per_image_path(size):
 
 def test_device_path_draws_from_the_sampler():
     imgs = paddle.to_tensor(colour_images(4))
-    drawn = images.augment_batch_on_device(imgs, 32, rng=np.random.default_rng(11))
-    given = images.augment_batch_on_device(imgs, 32,
-                                           params=images.sample_augmentations(np.random.default_rng(11), 4, 32))
+    drawn = transforms.augment_batch_on_device(imgs, 32, rng=np.random.default_rng(11))
+    given = transforms.augment_batch_on_device(imgs, 32,
+                                           params=transforms.sample_augmentations(np.random.default_rng(11), 4, 32))
     np.testing.assert_array_equal(drawn.numpy(), given.numpy())
 
 
 def test_device_batches_follow_the_sampler_and_keep_labels_aligned():
-    from pipeline.loaders import GlobalBatchSampler
+    from pipeline.images.batches import GlobalBatchSampler
 
     imgs, labels = colour_images(10, seed=2), np.arange(10, dtype=np.int64) * 7
     sampler = GlobalBatchSampler(10, 4, seed=3)
-    batches = images.DeviceBatches(imgs, labels, 32, sampler, rng=np.random.default_rng(5))
+    batches = transforms.DeviceBatches(imgs, labels, 32, sampler, rng=np.random.default_rng(5))
     assert len(batches) == 2  # full batches only: 2 left over, dropped
     epoch = list(batches)
     assert len(epoch) == 2 and all(x.shape == [4, 3, 32, 32] and y.shape == [4] for x, y in epoch)
     rng = np.random.default_rng(5)  # replay: the sampler's batches, each augmented with the next parameters
     for index, (x, y) in zip(sampler, epoch, strict=True):
         np.testing.assert_array_equal(y.numpy(), labels[index])
-        aug = images.sample_augmentations(rng, 4, 32)
+        aug = transforms.sample_augmentations(rng, 4, 32)
         np.testing.assert_array_equal(
-            x.numpy(), images.augment_batch_on_device(paddle.to_tensor(imgs[index]), 32, params=aug).numpy())
+            x.numpy(), transforms.augment_batch_on_device(paddle.to_tensor(imgs[index]), 32, params=aug).numpy())
     sampler.set_epoch(2)
     assert not np.array_equal(np.concatenate([y.numpy() for _, y in batches]),
                               np.concatenate([y.numpy() for _, y in epoch]))
     # without an rng: numpy's global state, as the training stage seeds and checkpoints it
-    unseeded = images.DeviceBatches(imgs, labels, 32, sampler)
+    unseeded = transforms.DeviceBatches(imgs, labels, 32, sampler)
     np.random.seed(8)
     first = [x.numpy() for x, _ in unseeded]
     np.random.seed(8)
@@ -312,10 +315,11 @@ def test_device_batches_follow_the_sampler_and_keep_labels_aligned():
 def test_each_device_batch_crosses_to_the_device_in_one_copy(monkeypatch):
     """On a GPU every paddle.to_tensor of host data is a host-to-device copy, which the GPU waits for;
     a batch's indices and augmentation numbers go together (they once took about ten)."""
-    from pipeline.loaders import GlobalBatchSampler
+    from pipeline.images.batches import GlobalBatchSampler
 
     imgs, labels = colour_images(12, seed=2), np.arange(12, dtype=np.int64)
-    batches = images.DeviceBatches(imgs, labels, 32, GlobalBatchSampler(12, 4, seed=3), rng=np.random.default_rng(5))
+    sampler = GlobalBatchSampler(12, 4, seed=3)
+    batches = transforms.DeviceBatches(imgs, labels, 32, sampler, rng=np.random.default_rng(5))
     copies, to_tensor = [], paddle.to_tensor
     monkeypatch.setattr(paddle, "to_tensor", lambda *a, **kw: (copies.append(1), to_tensor(*a, **kw))[1])
     assert len(list(batches)) == 3 and len(copies) == 3

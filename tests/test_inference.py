@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from pipeline import device
+from pipeline.hardware import device
 
 paddle = device.import_paddle()
 
-from pipeline import images, inference, tolerances  # noqa: E402
-from pipeline.loaders import validation_batches  # noqa: E402
-from pipeline.models import NABlog, PooledNA, build_model  # noqa: E402
+from pipeline.images import transforms  # noqa: E402
+from pipeline.images.batches import validation_batches  # noqa: E402
+from pipeline.models import build_model, inference, tolerances  # noqa: E402
+from pipeline.models.attention import NABlog, PooledNA  # noqa: E402
 from pipeline.train import evaluate  # noqa: E402
 
 IMAGES = 300  # two full batches of 128 and a partial one
@@ -57,7 +58,7 @@ def eager_logits(model, batch: np.ndarray) -> np.ndarray:
 def test_predictor_gives_the_eager_logits(digits, arch, attention, size):
     model = trained_looking(arch, attention, size)
     predict = inference.compile_model(model, size, "cpu")
-    for x, _ in images.test_batches(*digits, size, 128):  # the last batch is partial
+    for x, _ in transforms.test_batches(*digits, size, 128):  # the last batch is partial
         eager, compiled = eager_logits(model, x), predict(x)
         assert compiled.shape == eager.shape
         assert np.abs(compiled - eager).max() <= 1e-3
@@ -67,7 +68,7 @@ def test_predictor_gives_the_eager_logits(digits, arch, attention, size):
 def test_na_blog_exports(digits):
     """Exports and runs; its logits are amplified rounding noise, so oneDNN may move them by more than 1e-3."""
     model = trained_looking("alexnet", "na-blog", 64)
-    logits = inference.compile_model(model, 64, "cpu")(images.test_batch(digits[0][:5], 64))
+    logits = inference.compile_model(model, 64, "cpu")(transforms.test_batch(digits[0][:5], 64))
     assert logits.shape == (5, 10) and np.isfinite(logits).all()
 
 
@@ -85,7 +86,7 @@ def test_whole_split_evaluation_matches_eager(digits):
 def test_the_evaluate_stages_self_check_passes_the_predictor_and_refuses_a_wrong_one(digits, attention):
     model = trained_looking("alexnet", attention, 64)
     predict = inference.compile_model(model, 64, "cpu")
-    batch = images.test_batch(digits[0][:32], 64)
+    batch = transforms.test_batch(digits[0][:32], 64)
     checked = inference.check_against_eager(model, predict, batch, attention, "onednn", "fp32")
     eager = model(paddle.to_tensor(batch)).numpy()
     assert checked["max_logit_diff"] <= checked["tolerance"] == tolerances.logit_bound("fp32", attention, eager)

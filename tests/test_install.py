@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import device
+from pipeline.hardware import device
 from tests.conftest import copy_project, run
 
 STAND_IN = "paddlepaddle_gpu-3.3.1"

@@ -9,11 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import device
+from pipeline.hardware import device
 
 paddle = device.import_paddle()
 
-from pipeline.models import ATTENTIONS, NABlog, build_model, count_parameters  # noqa: E402
+from pipeline.models import ATTENTIONS, build_model, count_parameters  # noqa: E402
+from pipeline.models.attention import NABlog  # noqa: E402
 from tests.numpy_attention import PEERS, numpy_na_official, numpy_na_paper, sigmoid  # noqa: E402
 
 POST_COUNTS = {("alexnet", "none"): 7_524_042, ("alexnet", "na-blog"): 7_524_052,
@@ -91,7 +92,8 @@ def test_na_blog_equals_the_posts_code_forward_and_backward(gamma, beta):
 
 
 def test_na_blog_prints_no_type_promotion_warning():
-    code = ("from pipeline import device; paddle = device.import_paddle(); from pipeline.models import build_model; "
+    code = ("from pipeline.hardware import device; paddle = device.import_paddle(); "
+            "from pipeline.models import build_model; "
             "m = build_model('alexnet', 'na-blog', 10, 64); m(paddle.randn([2, 3, 64, 64])).sum().backward()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "type promotion" not in done.stderr
@@ -127,7 +129,7 @@ def test_params_command_prints_the_posts_counts(project):
 @pytest.mark.parametrize("name, reference", [("na-official", numpy_na_official), ("na-paper", numpy_na_paper)])
 @pytest.mark.parametrize("shape", [(2, 48, 15, 15), (3, 512, 4, 4), (1, 8, 32, 32)])
 def test_pooled_na_variants_match_numpy(name, reference, shape):
-    from pipeline.models import make_attention
+    from pipeline.models.attention import make_attention
 
     rng = np.random.default_rng(sum(shape))
     x = rng.normal(size=shape).astype(np.float32)
@@ -141,7 +143,7 @@ def test_pooled_na_variants_match_numpy(name, reference, shape):
 
 
 def test_gate_is_one_scalar_sigmoid():
-    from pipeline.models import make_attention
+    from pipeline.models.attention import make_attention
 
     gate = make_attention("gate", 8)
     gate.beta.set_value(paddle.to_tensor([0.4]))
@@ -156,7 +158,7 @@ def test_gate_is_one_scalar_sigmoid():
 @pytest.mark.parametrize("name", PEERS)
 @pytest.mark.parametrize("shape", [(2, 48, 15, 15), (3, 128, 4, 4), (1, 512, 2, 2)])
 def test_peer_modules_match_numpy(name, shape):
-    from pipeline.models import make_attention
+    from pipeline.models.attention import make_attention
 
     rng = np.random.default_rng(sum(shape))
     layer = make_attention(name, shape[1])
@@ -170,14 +172,14 @@ def test_peer_modules_match_numpy(name, shape):
 
 @pytest.mark.parametrize("channels, k", [(48, 3), (64, 3), (128, 5), (192, 5), (256, 5), (512, 5)])
 def test_eca_kernel_size_follows_the_authors_rule(channels, k):
-    from pipeline.models import eca_kernel_size, make_attention
+    from pipeline.models.attention import eca_kernel_size, make_attention
 
     assert eca_kernel_size(channels) == k
     assert sum(int(p.size) for p in make_attention("eca", channels).parameters()) == k
 
 
 def test_peer_initialisations_and_sizes():
-    from pipeline.models import make_attention
+    from pipeline.models.attention import make_attention
 
     gct = make_attention("gct", 48)  # starts as the identity
     x = paddle.randn([2, 48, 5, 5])
@@ -203,7 +205,7 @@ def test_every_arch_takes_every_attention_and_the_schema_lists_them():
     import itertools
     import json
 
-    from pipeline import config
+    from pipeline.dag import config
     from pipeline.models import ARCHS, ATTENTIONS
 
     properties = json.loads(config.SCHEMA_FILE.read_text())["properties"]
@@ -215,7 +217,7 @@ def test_every_arch_takes_every_attention_and_the_schema_lists_them():
 
 
 def test_flops_count_every_conv_and_linear_and_the_attention():
-    from pipeline.flops import forward_flops
+    from pipeline.models.flops import forward_flops
 
     # AlexNet at 128 px by hand: (multiply-adds per output, output positions) of each conv, then the FCs.
     convs = [(3 * 11 * 11 * 48, 32 * 32), (48 * 5 * 5 * 128, 15 * 15), (128 * 9 * 192, 7 * 7),
@@ -240,7 +242,7 @@ ATTENTION_LAYERS = [a for a in ATTENTIONS if a != "none"]
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("name", ATTENTION_LAYERS)
 def test_attention_on_low_precision_input_is_the_float32_computation_cast_back(name, dtype):
-    from pipeline.models import make_attention
+    from pipeline.models.attention import make_attention
 
     layer = make_attention(name, 8)
     for p in layer.parameters():  # away from the initial values, where some variants are constant
@@ -259,7 +261,7 @@ def test_attention_computes_with_autocast_off_inside_an_autocast_region(name):
     context, softmax, normalisation and gate in float32), and on again after it."""
     from paddle.base import core, framework
 
-    from pipeline.models import make_attention
+    from pipeline.models.attention import make_attention
 
     layer, seen = make_attention(name, 8), []
     compute = layer.compute

@@ -4,7 +4,7 @@ No GPU here: tests/number_formats.py emulates TF32, bf16 and fp16 on the CPU (op
 convolution and matmul rounded, float32 accumulation, forward and backward) and stands in for
 Paddle's GPU predictor with a BatchNorm-folded copy. The real `inference.check_against_eager`
 and the doctor's real comparison judge them: every correct model passes under every format, and
-every wrong one is refused. The bounds are pipeline/tolerances.py's.
+every wrong one is refused. The bounds are pipeline/models/tolerances.py's.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from tests import number_formats as nf
 
 paddle = nf.paddle
 
-from pipeline import doctor, images, inference, tolerances  # noqa: E402
-from pipeline.models import ARCHS, ATTENTIONS, build_model  # noqa: E402
+from pipeline.images import transforms  # noqa: E402
+from pipeline.models import ARCHS, ATTENTIONS, build_model, inference, tolerances  # noqa: E402
+from pipeline.tools import doctor  # noqa: E402
 from pipeline.train import smoothed_cross_entropy  # noqa: E402
 
 SIZES = {"alexnet": 64, "resnet18": 16}  # the demo's
@@ -50,7 +51,7 @@ def trained(digits, arch: str, attention: str, seed: int, steps: int, start=None
     model.train()
     for _ in range(steps):
         index = rng.choice(np.arange(CHECK_IMAGES, len(x_all)), 32, replace=False)
-        x = paddle.to_tensor(images.test_batch(x_all[index], SIZES[arch]))
+        x = paddle.to_tensor(transforms.test_batch(x_all[index], SIZES[arch]))
         smoothed_cross_entropy(model(x), paddle.to_tensor(y_all[index]), 0.1).backward()
         optimizer.step()
         optimizer.clear_grad()
@@ -106,7 +107,7 @@ def test_the_predictor_check_passes_every_correct_model_and_refuses_wrong_ones(d
     float32 algorithm for one and TF32 for the other), the predictor folded and in the format."""
     worst, least_wrong = {}, {}
     for (arch, attention), (model, other_run) in checkpoints.items():
-        batch = images.test_batch(digits[0][:CHECK_IMAGES], SIZES[arch])
+        batch = transforms.test_batch(digits[0][:CHECK_IMAGES], SIZES[arch])
         with nf.emulated(fmt):
             predict = nf.folded_predictor(model)
             result = check(model, predict, batch, attention, fmt)  # eager in the format too

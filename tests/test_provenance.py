@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline import provenance
+from pipeline.analysis import provenance
 from tests.conftest import ROOT
 
 
@@ -66,11 +66,12 @@ def test_outside_a_git_checkout_or_without_git_it_says_null(tmp_path, monkeypatc
 
 
 def test_versions_are_paddles_own_without_importing_it():
-    check = "import sys; from pipeline import provenance; provenance.versions(); print('paddle' in sys.modules)"
+    check = ("import sys; from pipeline.analysis import provenance; provenance.versions(); "
+             "print('paddle' in sys.modules)")
     imported = subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True, capture_output=True, text=True)
     assert imported.stdout.strip() == "False"  # it reads paddle/version/__init__.py alone
     versions = provenance.versions()
-    from pipeline import device
+    from pipeline.hardware import device
 
     paddle = device.import_paddle()
     assert versions["paddle"]["version"] == paddle.__version__

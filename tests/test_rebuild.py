@@ -5,7 +5,7 @@ stages: the jobs Snakemake plans for their own sake (its reason is not only "inp
 by another job"), the stages `dvc status` reports changed, and, for Snakemake, that the whole
 plan is that set and what depends on it. Then it undoes the edit, times included.
 
-The code rows come from pipeline/deps.py and the settings rows from config.RESULT_SETTINGS and
+The code rows come from pipeline/dag/deps.py and the settings rows from config.RESULT_SETTINGS and
 config.RUN_ONLY_SETTINGS, so a new module, package file or setting gets its row by itself.
 """
 
@@ -23,13 +23,13 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from pipeline import config, deps, paths
-from tests.conftest import copy_project, planned_jobs, run
+from pipeline.dag import config, deps, paths
+from tests.conftest import ROOT, copy_project, planned_jobs, run
 
 pytestmark = pytest.mark.e2e
 RUNS = ["alexnet-none-s42", "alexnet-na-blog-s42"]
 NOTEBOOKS = [f"notebook {n}" for n in paths.NOTEBOOKS]
-# A stage is named by its command without `python -m pipeline` and --set options, as both engines run it.
+# A stage is named by its command without `python -m pipeline.` and --set options, as both engines run it.
 STAGES = {"data": ["data alexnet"], "train": [f"train {r}" for r in RUNS],
           "evaluate": [f"evaluate {r}" for r in RUNS], "notebook": NOTEBOOKS, "report": ["report"]}
 # A value each setting can change to (the ci profile's values are the demo's, see params.yaml).
@@ -81,7 +81,7 @@ def _dry_run(project: Path, *args: str) -> dict[str, dict] | None:
     if proc.returncode and "MissingInputException" in proc.stdout + proc.stderr:
         return None
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {re.sub(r" --set \S+", "", job["command"]).removeprefix("python -m pipeline "): job
+    return {re.sub(r" --set \S+", "", job["command"]).removeprefix("python -m pipeline."): job
             for job in planned_jobs(proc.stdout)}
 
 
@@ -123,7 +123,7 @@ def dvc_changed(project: Path) -> set[str]:
     changed = json.loads(run(["dvc", "status", "--json"], cwd=project).stdout or "{}")
     with Repo(str(project)) as repo:
         commands = {stage.name: stage.cmd for stage in repo.index.stages}
-    return {commands[name].removeprefix("python -m pipeline ") for name in changed}
+    return {commands[name].removeprefix("python -m pipeline.") for name in changed}
 
 
 def downstream(direct: set[str]) -> set[str]:
@@ -187,6 +187,29 @@ def test_an_edit_to_a_stages_code_reruns_exactly_the_stages_that_run_it(built, f
     edit.path.write_bytes(edit.text + b"\n")
     try:
         assert_plans(built.project, stages_reading(file), edited=file)
+    finally:
+        edit.undo()
+
+
+def outside_every_stage() -> list[str]:
+    """The package's files that no stage runs: the tools, the CLI and the DAG's own machinery."""
+    package = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pipeline").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    return sorted(package - set(code_files()))
+
+
+def test_the_tools_and_the_cli_are_outside_every_stage():
+    tools = {f"pipeline/tools/{name}.py" for name in ("__init__", "bench", "doctor", "params")}
+    assert tools | {"pipeline/__main__.py", "pipeline/dag/deps.py", "pipeline/dag/dvc_yaml.py",
+                    "pipeline/dag/pull.py"} <= set(outside_every_stage())
+
+
+@pytest.mark.parametrize("file", outside_every_stage())
+def test_an_edit_to_a_tool_or_the_cli_reruns_nothing(built, file):
+    edit = Edit(built.project / file)
+    edit.path.write_bytes(edit.text + b"\n# edited\n")
+    try:
+        assert_plans(built.project, set(), edited=file)
     finally:
         edit.undo()
 

@@ -150,8 +150,10 @@ def test_a_job_given_two_gpus_takes_both(cluster, tmp_path):
     """A data-parallel training (devices_per_job 2) in `sbatch --gpus=2` claims the two devices of
     its allocation for its workers, before Paddle starts."""
     env, _ = simulated_gpus(tmp_path)
-    claim = ("from pipeline.__main__ import claim_gpus; import os; given = os.environ['SLURM_JOB_GPUS']; "
-             "claim_gpus('train', {'device': 'gpu', 'devices_per_job': 2}); "
+    claim = ("import os, sys; given = os.environ['SLURM_JOB_GPUS']; "
+             "sys.argv = ['', 'alexnet-none-s42', '--set', 'profile=ci', '--set', 'device=gpu', "
+             "'--set', 'devices_per_job=2']; "
+             "from pipeline.hardware import job; job.prepare(training=True); "  # what the training stage does first
              "print(given, os.environ['CUDA_VISIBLE_DEVICES'])")
     out = tmp_path / "out.txt"
     submitted = run(["sbatch", "--parsable", "--wait", "--gpus=2", "--mem=1000", f"--output={out}",

@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline import device, images
+from pipeline.hardware import device
+from pipeline.images import transforms
 from tests.conftest import assert_nothing_lost, layout, run
 
 paddle = device.import_paddle()
@@ -44,10 +45,10 @@ def epoch_rows(project, where, run_name):
 def test_cpu_training_is_repeatable(project):
     ci = ["--set", "profile=ci", "--set", "epochs=2", "--set", "batch_size=16"]
     where = layout(project, *ci)
-    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
+    run(["python", "-m", "pipeline.data", "alexnet", *ci], cwd=project)
     results = []
     for _ in range(2):
-        run(["python", "-m", "pipeline", "train", "alexnet-na-blog-s42", *ci], cwd=project)
+        run(["python", "-m", "pipeline.train", "alexnet-na-blog-s42", *ci], cwd=project)
         weights = paddle.load(str(project / where.checkpoints("alexnet-na-blog-s42") / "final.pdparams"))
         results.append((epoch_rows(project, where, "alexnet-na-blog-s42"), {k: v.numpy() for k, v in weights.items()}))
     (rows_a, weights_a), (rows_b, weights_b) = results
@@ -60,7 +61,7 @@ def test_cpu_training_is_repeatable(project):
 @pytest.mark.skipif(device.gpu_count() > 0, reason="this machine has a GPU")
 @pytest.mark.faults
 def test_paper_profile_refuses_to_train_without_gpu(project):
-    proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", "--set", "profile=paper"],
+    proc = run(["python", "-m", "pipeline.train", "alexnet-none-s42", "--set", "profile=paper"],
                cwd=project, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error: this profile trains on a GPU, but the CPU build of Paddle is "
@@ -82,10 +83,10 @@ def test_killed_training_resumes_to_the_same_result(project):
     from tests.conftest import command_env
 
     name = "alexnet-na-blog-s42"
-    args = ["python", "-m", "pipeline", "train", name, "--set", "profile=ci", "--set", "epochs=3",
+    args = ["python", "-m", "pipeline.train", name, "--set", "profile=ci", "--set", "epochs=3",
             "--set", "batch_size=16", "--set", "train_subset=512"]
     where = layout(project, *args)
-    run(["python", "-m", "pipeline", "data", "alexnet", "--set", "profile=ci"], cwd=project)
+    run(["python", "-m", "pipeline.data", "alexnet", "--set", "profile=ci"], cwd=project)
     run(args, cwd=project)
     final = project / where.checkpoints(name) / "final.pdparams"
     reference = (epoch_rows(project, where, name), paddle.load(str(final)))
@@ -146,7 +147,7 @@ def test_reading_losses_back_once_per_log_every_steps_gives_the_per_step_figures
 
 
 def test_validation_on_prepared_batches_gives_the_per_batch_figures():
-    from pipeline.loaders import validation_batches
+    from pipeline.images.batches import validation_batches
     from pipeline.models import build_model
     from pipeline.train import evaluate
 
@@ -156,7 +157,7 @@ def test_validation_on_prepared_batches_gives_the_per_batch_figures():
     model.eval()
     total, correct = 0.0, 0
     with paddle.no_grad():  # per batch, read back each time, as it was
-        for x, y in images.test_batches(val_x, val_y, 64, 32):
+        for x, y in transforms.test_batches(val_x, val_y, 64, 32):
             logits, y = model(paddle.to_tensor(x)), paddle.to_tensor(y)
             total += float(smoothed_cross_entropy(logits, y, 0.1)) * len(y)
             correct += int((logits.argmax(axis=-1) == y).sum())
@@ -165,7 +166,7 @@ def test_validation_on_prepared_batches_gives_the_per_batch_figures():
 
 @pytest.mark.faults
 def test_a_state_saved_with_another_number_of_visible_devices_starts_over(tmp_path, capsys):
-    from pipeline.checkpoints import load_state, rng_state, save_state
+    from pipeline.core.checkpoints import load_state, rng_state, save_state
 
     model = paddle.nn.Linear(2, 2)
     optimizer = paddle.optimizer.Adam(parameters=model.parameters())
@@ -185,7 +186,7 @@ def test_a_resumed_fp16_run_keeps_its_loss_scale(tmp_path):
     overflowing steps halve 2^16 three times and one good step counts towards the next increase;
     the saved state brings all of it back, so a resumed run does not skip its first steps again."""
     from pipeline import train
-    from pipeline.checkpoints import load_state, rng_state, save_state
+    from pipeline.core.checkpoints import load_state, rng_state, save_state
     from tests.number_formats import gpu_in_format
 
     with gpu_in_format("fp16"):
@@ -213,13 +214,13 @@ def test_a_resumed_fp16_run_keeps_its_loss_scale(tmp_path):
 
 
 def test_a_job_alone_keeps_its_bar_and_side_by_side_prints_only_its_epochs(project):
-    from pipeline import logs
+    from pipeline.core import logs
 
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
-    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
-    alone = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", *ci], cwd=project)
+    run(["python", "-m", "pipeline.data", "alexnet", *ci], cwd=project)
+    alone = run(["python", "-m", "pipeline.train", "alexnet-none-s42", *ci], cwd=project)
     assert "batch/s" in alone.stderr
-    side = run(["python", "-m", "pipeline", "train", "alexnet-gate-s42", *ci], cwd=project,
+    side = run(["python", "-m", "pipeline.train", "alexnet-gate-s42", *ci], cwd=project,
                env={logs.SIDE_BY_SIDE: "1"})
     assert "batch/s" not in side.stdout + side.stderr and "alexnet-gate-s42 epoch 1/1: lr " in side.stdout
     assert "batch/s" in (project / layout(project, *ci).log("train", "alexnet-gate-s42")).read_text()
@@ -228,12 +229,12 @@ def test_a_job_alone_keeps_its_bar_and_side_by_side_prints_only_its_epochs(proje
 @pytest.mark.faults
 def test_evaluate_refuses_a_checkpoint_changed_after_training(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
-    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
-    run(["python", "-m", "pipeline", "train", "alexnet-none-s42", *ci], cwd=project)
-    run(["python", "-m", "pipeline", "evaluate", "alexnet-none-s42", *ci], cwd=project)
+    run(["python", "-m", "pipeline.data", "alexnet", *ci], cwd=project)
+    run(["python", "-m", "pipeline.train", "alexnet-none-s42", *ci], cwd=project)
+    run(["python", "-m", "pipeline.evaluate", "alexnet-none-s42", *ci], cwd=project)
     with open(project / layout(project, *ci).checkpoints("alexnet-none-s42") / "best.pdparams", "ab") as f:
         f.write(b"\0")
-    proc = run(["python", "-m", "pipeline", "evaluate", "alexnet-none-s42", *ci], cwd=project, check=False)
+    proc = run(["python", "-m", "pipeline.evaluate", "alexnet-none-s42", *ci], cwd=project, check=False)
     assert proc.returncode == 1
     assert "does not match the sha256" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -241,11 +242,11 @@ def test_evaluate_refuses_a_checkpoint_changed_after_training(project):
 @pytest.mark.faults
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_epoch(project):
     ci = ["--set", "profile=ci", "--set", "train_subset=64", "--set", "batch_size=16"]
-    run(["python", "-m", "pipeline", "data", "alexnet", *ci], cwd=project)
+    run(["python", "-m", "pipeline.data", "alexnet", *ci], cwd=project)
     where = layout(project, *ci, "lr=.inf")
     # An infinite lr makes every weight non-finite after the first step, whatever the data order
     # (a merely huge one can saturate into a finite loss for some batches).
-    proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42", *ci, "--set", "lr=.inf"], cwd=project,
+    proc = run(["python", "-m", "pipeline.train", "alexnet-none-s42", *ci, "--set", "lr=.inf"], cwd=project,
                check=False)
     assert proc.returncode == 1
     assert re.search(r"error: alexnet-none-s42: loss became (nan|inf) at step \d+ \(epoch 1\)", proc.stderr)
@@ -255,7 +256,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_epoch(proje
 
 @pytest.mark.faults
 def test_training_without_prepared_data_says_what_to_run(project):
-    proc = run(["python", "-m", "pipeline", "train", "alexnet-none-s42"], cwd=project, check=False)
+    proc = run(["python", "-m", "pipeline.train", "alexnet-none-s42"], cwd=project, check=False)
     assert proc.returncode == 1 and "data/prepared/demo/alexnet.npz is missing; run the data stage first" in proc.stderr
 
 
@@ -290,7 +291,7 @@ def test_mixed_precision_switch_is_wired(amp, dev, enabled, dtype, scaled, capsy
 
 
 def test_loader_settings_reach_the_dataloader():
-    from pipeline.loaders import training_batches
+    from pipeline.images.batches import training_batches
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32)
@@ -311,7 +312,7 @@ def test_each_loader_worker_runs_one_thread_of_augmentation():
 
     import cv2
 
-    from pipeline.loaders import training_batches
+    from pipeline.images.batches import training_batches
 
     before = cv2.getNumThreads()
     rng = np.random.default_rng(0)
@@ -334,7 +335,7 @@ def test_runs_with_one_seed_see_the_same_batches_whatever_the_attention(workers)
     seed alone, not on the variant, even one whose layers draw their initial weights (se)."""
     import random
 
-    from pipeline.loaders import training_batches
+    from pipeline.images.batches import training_batches
     from pipeline.models import build_model
 
     rng = np.random.default_rng(0)
@@ -353,14 +354,14 @@ def test_runs_with_one_seed_see_the_same_batches_whatever_the_attention(workers)
 
 
 def test_augment_on_device_switch_is_wired():
-    from pipeline import images
-    from pipeline.loaders import training_batches
+    from pipeline.images import transforms
+    from pipeline.images.batches import training_batches
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 32)
     on_device = {**GPU_SETTINGS, "augment_on_device": True}
     assert isinstance(training_batches(x, y, on_device, "cpu"), paddle.io.DataLoader)  # off on the CPU
     batches = training_batches(x, y, on_device, "gpu")  # runs on the CPU here, as paddle's device is
-    assert isinstance(batches, images.DeviceBatches) and len(batches) == 4
+    assert isinstance(batches, transforms.DeviceBatches) and len(batches) == 4
     batch, labels = next(iter(batches))
     assert batch.shape == [8, 3, 32, 32] and batch.dtype == paddle.float32 and labels.shape == [8]

@@ -3,7 +3,7 @@ real SLURM gives GPUs then run through the GPU code path on the CPU build of Pad
 
 Only what needs the hardware is simulated: Paddle tells the pipeline it is the GPU build and counts the ids in
 CUDA_VISIBLE_DEVICES, and "gpu" computes on the CPU. Everything before it is real: SLURM's
-allocation, its CUDA_VISIBLE_DEVICES, the job's claim of device ids (pipeline/gpu_locks.py).
+allocation, its CUDA_VISIBLE_DEVICES, the job's claim of device ids (pipeline/hardware/gpu_locks.py).
 Each process that sets a GPU as its device appends what it was given and when to
 $SIMULATED_GPU_LOG (one JSON line), and its end time when it exits.
 """
@@ -48,7 +48,7 @@ def _patch_device(device) -> None:
     device.paddle_builds = lambda: {device.GPU_BUILD: metadata.version(device.CPU_BUILD)}
 
 
-PATCHES = {"paddle": _patch_paddle, "pipeline.device": _patch_device}
+PATCHES = {"paddle": _patch_paddle, "pipeline.hardware.device": _patch_device}
 
 
 class _PatchAfterImport(importlib.abc.MetaPathFinder):

@@ -20,7 +20,11 @@ import time
 
 import numpy as np
 
-from pipeline import atomic, bench_tables, device, images, paths
+from pipeline.analysis import bench_tables
+from pipeline.core import atomic
+from pipeline.dag import paths
+from pipeline.hardware import device
+from pipeline.images import transforms
 from pipeline.models import ATTENTIONS
 
 # (arch, image size): the demo's sizes and the paper's
@@ -58,7 +62,7 @@ def data_path(repeats: int, images_per_call: int) -> list[dict]:
     labels = np.zeros(images_per_call, np.int64)
     rows = []
     for size in DATA_SIZES:
-        blog, ours = images.blog_train_transform(size), images.TrainDataset(source, labels, size)
+        blog, ours = transforms.blog_train_transform(size), transforms.TrainDataset(source, labels, size)
         # the loop's transforms are bound as defaults (the closures only run inside this iteration)
         seconds = _interleaved({
             "blog": lambda blog=blog: [blog(im) for im in source],
@@ -117,7 +121,7 @@ def host_device(repeats: int, batch: int, val_images: int) -> dict:
     import numpy as np
     import paddle
 
-    from pipeline.loaders import validation_batches
+    from pipeline.images.batches import validation_batches
     from pipeline.models import build_model
     from pipeline.train import evaluate, read_losses, training_step
 
@@ -165,8 +169,8 @@ def inference(repeats: int, batch: int, threads: int) -> list[dict]:
     """Inference img/s: eager Paddle against the predictor the evaluate stage uses."""
     import paddle
 
-    from pipeline import inference as predictor
     from pipeline.models import build_model
+    from pipeline.models import inference as predictor
 
     rows = []
     for arch, size, attention in (("resnet18", 32, "none"), ("alexnet", 128, "none"), ("alexnet", 128, "na-official")):
@@ -189,8 +193,8 @@ def inference(repeats: int, batch: int, threads: int) -> list[dict]:
 def _training_rates(arch: str, size: int, batch: int, repeats: int, threads: int, jobs: int = 1) -> list[float]:
     """img/s of `jobs` training processes running side by side, each with `threads` threads
     (a fresh process each: Paddle fixes its thread count at import)."""
-    code = ("import json, statistics; from pipeline import device; device.import_paddle(); "
-            "from pipeline import bench; from pipeline.models import build_model; "
+    code = ("import json, statistics; from pipeline.hardware import device; device.import_paddle(); "
+            "from pipeline.tools import bench; from pipeline.models import build_model; "
             f"s = bench._interleaved({{'x': bench._training_step(build_model({arch!r}, 'none', 10, {size}), "
             f"{batch}, {size})}}, {repeats})['x']; print(json.dumps({batch} / statistics.median(s)))")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}

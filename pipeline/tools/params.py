@@ -7,10 +7,10 @@ size and number of classes; at the paper profile they must equal the post's exac
 
 from __future__ import annotations
 
-from pipeline import config
-from pipeline.claims import CLAIMS
-from pipeline.flops import TRAINING_FACTOR, forward_flops
+from pipeline.analysis.claims import CLAIMS
+from pipeline.dag import config
 from pipeline.models import ATTENTIONS, build_model, count_parameters
+from pipeline.models.flops import TRAINING_FACTOR, forward_flops
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
 SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "digits": (1_498, 299)}

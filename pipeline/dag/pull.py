@@ -26,7 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import PipelineError, config
+from pipeline import PipelineError
+from pipeline.dag import config
 
 
 def _tool(name: str) -> str:

@@ -1,11 +1,11 @@
 """The code each stage depends on, derived from the import graph rather than listed by hand.
 
-A stage runs `python -m pipeline <stage>`: pipeline/__main__.py, the stage's module, everything
-they import inside pipeline/ (at any depth, imports inside functions included), and the package
-files those modules read (a file counts as read by each module whose source names it). A
-notebook stage adds its notebook source and what that imports. The Snakefile takes its rule
-inputs from here and dvc.yaml is generated from here (`python -m pipeline dvc-yaml`), so a new
-import can't be forgotten by either engine.
+A stage runs `python -m pipeline.<stage>`: the stage's module, everything it imports inside
+pipeline/ (at any depth, imports inside functions included), and the package files those modules
+read (a file counts as read by each module whose source names it); a notebook stage adds its
+notebook source and what that imports. The Snakefile takes its rule inputs and commands from here,
+and dvc.yaml is generated from here (`python -m pipeline dvc-yaml`), so a new import can't be
+forgotten by either engine.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import ast
 from functools import cache
 from pathlib import Path
 
-from pipeline.__main__ import STAGES
-
-PACKAGE = Path(__file__).parent
+PACKAGE = Path(__file__).parent.parent
 ROOT = PACKAGE.parent
 
 
@@ -83,10 +81,14 @@ def closure(*entries: Path) -> list[str]:
     return sorted(p.relative_to(ROOT).as_posix() for p in seen)
 
 
+def command(stage: str, *target: str) -> str:
+    """The shell command both engines run for a stage, e.g. command("train", "alexnet-none-s42")."""
+    return " ".join(["python", "-m", f"pipeline.{stage}", *target])
+
+
 def stage_code(stage: str, notebook: str | None = None) -> list[str]:
     """The files a stage's command runs or reads as code, e.g. stage_code("train")."""
-    module, _, _ = STAGES[stage]
-    entries = [PACKAGE / "__main__.py", PACKAGE / f"{module}.py"]
+    entries = [PACKAGE / f"{stage}.py"]
     if notebook is not None:
         entries.append(ROOT / "notebooks" / f"{notebook}.py")
     return closure(*entries)

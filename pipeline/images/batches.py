@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from pipeline import images
+from pipeline.images import transforms
 
 
 class GlobalBatchSampler(paddle.io.BatchSampler):
@@ -24,7 +24,7 @@ class GlobalBatchSampler(paddle.io.BatchSampler):
     """
 
     def __init__(self, num_images: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        # batch_size splits over `world`: pipeline.config refuses settings where it does not.
+        # batch_size splits over `world`: pipeline.dag.config refuses settings where it does not.
         self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
         self.rank, self.world, self.local = rank, world, batch_size // world
         self.epoch = 1
@@ -51,13 +51,13 @@ def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str
     there, whole batches augmented by tensor ops), else from a DataLoader."""
     sampler = GlobalBatchSampler(len(train_x), s["batch_size"], s["seed"], rank, world)
     if s["augment_on_device"] and dev == "gpu":
-        return images.DeviceBatches(train_x, train_y, s["image_size"], sampler)
+        return transforms.DeviceBatches(train_x, train_y, s["image_size"], sampler)
     workers = s["num_workers"]
     if workers:
         one_thread_per_loader_worker()
     paddle.io.reader.use_pinned_memory(s["pin_memory"] and dev == "gpu")
     return paddle.io.DataLoader(
-        images.TrainDataset(train_x, train_y, s["image_size"]), batch_sampler=sampler, num_workers=workers,
+        transforms.TrainDataset(train_x, train_y, s["image_size"]), batch_sampler=sampler, num_workers=workers,
         use_shared_memory=workers > 0, prefetch_factor=s["prefetch_batches"], persistent_workers=workers > 0,
     )
 
@@ -75,5 +75,5 @@ def one_thread_per_loader_worker() -> None:
 def validation_batches(images_u8: np.ndarray, labels: np.ndarray, size: int, batch_size: int) -> list:
     """The validation split resized and normalised once per run, as tensors on Paddle's device
     (10,000 images at 128 px take 2 GB there), instead of again on the CPU every epoch."""
-    return [(paddle.to_tensor(x), paddle.to_tensor(y)) for x, y in images.test_batches(images_u8, labels, size,
+    return [(paddle.to_tensor(x), paddle.to_tensor(y)) for x, y in transforms.test_batches(images_u8, labels, size,
                                                                                           batch_size)]

@@ -13,7 +13,7 @@ import random
 import numpy as np
 import paddle
 
-from pipeline import atomic
+from pipeline.core import atomic
 
 
 def save_checkpoint(model, optimizer, stem) -> None:

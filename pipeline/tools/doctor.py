@@ -3,7 +3,7 @@
 It runs what the active profile's jobs will run, in small: the Paddle build, CUDA, each visible
 GPU, the start of a training step of every architecture with every attention variant on the
 training device (on a GPU in fp32 and each amp mode, against the same step on the CPU, within the
-bounds of pipeline/tolerances.py), the inference predictor against eager Paddle, loader workers in
+bounds of pipeline/models/tolerances.py), the inference predictor against eager Paddle, loader workers in
 shared memory delivering where training's batches go, a two-worker data-parallel step, and the
 compiler of the fused CPU kernels. Each check prints one row as it ends: what it checked, its
 result (ok | warn | FAIL | not run) and what it found, with a one-line fix under every warning and
@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from pipeline import PipelineError, device, distributed, fused, inference, loaders, tolerances, train
-from pipeline.models import ATTENTIONS, build_model
+from pipeline import PipelineError, train
+from pipeline.hardware import device, distributed
+from pipeline.images import batches
+from pipeline.models import ATTENTIONS, build_model, fused, inference, tolerances
 
 AMP_MODES = ("fp32", "bf16", "fp16")
 # A skipped fp16 step halves GradScaler's scale (2^16 at the start), down to 1 after 16. Training
@@ -293,7 +295,7 @@ def shared_memory_row(s: dict, available: int) -> Row | None:
 
 
 def loader(s: dict, dev: str) -> Row:
-    """The training loader (loaders.training_batches) with the profile's workers, on synthetic images,
+    """The training loader (batches.training_batches) with the profile's workers, on synthetic images,
     delivering to the place training's batches go to (device.select, as the training stage calls it):
     on a GPU through page-locked memory when pin_memory is on."""
     if not s["num_workers"]:
@@ -311,7 +313,7 @@ def loader(s: dict, dev: str) -> Row:
     started = time.perf_counter()
     try:
         device.select(s["device"] if dev == "gpu" else "cpu")  # the earlier checks leave Paddle on the CPU
-        places = {str(batch.place) for batch, _ in loaders.training_batches(x, y, s, dev)}
+        places = {str(batch.place) for batch, _ in batches.training_batches(x, y, s, dev)}
     except Exception as error:
         return Row("loader workers", "FAIL", f"{type(error).__name__}: {str(error).strip().splitlines()[0]}",
                    "try num_workers: 0; if it names shared memory, give the machine more (Docker: --shm-size=1g)")
@@ -374,7 +376,7 @@ def compiler() -> Row:
     if fused.kernels() is None:
         return Row(name, "warn", f"{version}: the fused kernels did not build (see the note above)",
                    "check that the compiler works: the CPU runs Paddle ops meanwhile")
-    from pipeline.models import NAOfficial
+    from pipeline.models.attention import NAOfficial
 
     x = paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 8, 5, 5)).astype(np.float32))
     layer = NAOfficial(8)
@@ -386,7 +388,7 @@ def compiler() -> Row:
 
 
 def main(params: dict, data_parallel_worker: bool = False) -> None:
-    from pipeline import config
+    from pipeline.dag import config
 
     s = config.profile_settings(params)
     if data_parallel_worker:

@@ -3,7 +3,7 @@
 Paddle's CPU kernels use one thread unless OMP_NUM_THREADS is set before paddle is imported.
 Snakemake sets it to the job's `threads`; under DVC (one stage at a time) we use every core.
 This module also checks which Paddle build is installed, picks the device a profile asks for,
-and tells a data-parallel worker its rank (the plumbing between workers: pipeline/distributed.py).
+and tells a data-parallel worker its rank (the plumbing between workers: pipeline/hardware/distributed.py).
 No paddle import at module level: the Snakefile reads it to build the DAG.
 """
 
@@ -23,7 +23,7 @@ class DeviceError(PipelineError):
 
 
 # The one Paddle release the project pins, as a CPU build (PyPI: pip install -e ".[cpu]") or a
-# GPU build from Paddle's own index, one per CUDA version (README, "The paper profile").
+# GPU build from Paddle's own index, one per CUDA version (docs/paper-and-gpus.md).
 PADDLE_VERSION = "3.3.1"
 PADDLE_INDEX = "https://www.paddlepaddle.org.cn/packages/stable/{cuda}/"
 PADDLE_GPU_INDEX = PADDLE_INDEX.format(cuda="cu126")
@@ -238,7 +238,7 @@ def gpus_per_job(settings: dict, devices: int | None = None) -> int:
 
 def world() -> tuple[int, int]:
     """(rank, number of processes) of this training process: (0, 1) unless Paddle's launcher started it
-    (pipeline/distributed.py)."""
+    (pipeline/hardware/distributed.py)."""
     return int(os.environ.get("PADDLE_TRAINER_ID", 0)), int(os.environ.get("PADDLE_TRAINERS_NUM", 1))
 
 

@@ -1,5 +1,5 @@
 """The pooled NA variants (na-official, na-paper) fused for the CPU: forward and backward written
-out in C++ (pipeline/kernels/na_kernels.cc), wrapped in a PyLayer.
+out in C++ (pipeline/models/kernels/na_kernels.cc), wrapped in a PyLayer.
 
 Composed of Paddle ops, a pooled NA is a chain of small memory-bound CPU kernels that cost
 AlexNet's training step a good share of its time; `python -m pipeline bench` measures what the
@@ -23,7 +23,7 @@ from pathlib import Path
 import paddle
 from paddle.autograd import PyLayer
 
-from pipeline.logs import native_output_hidden
+from pipeline.core.logs import native_output_hidden
 
 SOURCE = Path(__file__).parent / "kernels" / "na_kernels.cc"
 _module = None  # the loaded extension; False once building failed

@@ -18,9 +18,11 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from pipeline import atomic, config, paths
+from pipeline.core import atomic
 
 # The data stage's last line in its log (pipeline/data.py prints it).
+from pipeline.dag import config, paths
+
 DATA_DONE = re.compile(r"^data: done in ([0-9.]+) s$", re.MULTILINE)
 
 # What each stage's recorded time covers (none of them includes starting Python).
@@ -118,7 +120,7 @@ def wall_times(params: dict, layout: paths.Layout, runs: list[dict], report_seco
 
 
 def build(params: dict, layout: paths.Layout, runs: list[dict], report_started: float) -> dict:
-    """The manifest of `runs` (results.load_run of every run of the matrix); `report_started` is
+    """The manifest of `runs` (artifacts.load_run of every run of the matrix); `report_started` is
     the report stage's time.perf_counter() at its start."""
     files = artifacts(params, layout, [r["run"] for r in runs])
     settings = config.profile_settings(params)

@@ -134,7 +134,7 @@ class Layout:
         )
 
     def log(self, stage: str, target: str | None = None) -> Path:
-        """Each `python -m pipeline` command copies its terminal output here."""
+        """Each stage (and each tool but pull and dvc-yaml) copies its terminal output here."""
         # The data stage's output is shared by the profile's configurations, and so is its log.
         folder = self.profile if stage == "data" else self.configuration
         return Path("logs") / folder / stage / f"{target or stage}.log"
@@ -146,6 +146,6 @@ class Layout:
 
 def layout(params: dict) -> Layout:
     """The paths of the configuration `params` describe (params.yaml with any overrides)."""
-    from pipeline import config
+    from pipeline.dag import config
 
     return Layout(params["profile"], config.configuration(params))

@@ -17,7 +17,11 @@ import numpy as np
 import paddle
 from paddle import inference
 
-from pipeline import PipelineError, device, images, logs, tolerances
+from pipeline import PipelineError
+from pipeline.core import logs
+from pipeline.hardware import device
+from pipeline.images import transforms
+from pipeline.models import tolerances
 
 ENGINE = {"cpu": "paddle-inference-onednn", "gpu": "paddle-inference-gpu"}  # for the metrics JSON
 
@@ -71,7 +75,7 @@ class PredictorMismatch(PipelineError):
 def check_against_eager(model: paddle.nn.Layer, predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray,
                         attention: str, engine: str, number_format: str) -> dict:
     """Run one batch through both; refuse the predictor (one line, both numbers) unless the logits
-    agree within the bound of the `number_format` the device computes in (pipeline/tolerances.py)
+    agree within the bound of the `number_format` the device computes in (pipeline/models/tolerances.py)
     and so does every top-1 that is not a near tie."""
     with paddle.no_grad():
         eager = model(paddle.to_tensor(batch)).numpy()
@@ -104,7 +108,7 @@ def evaluate(predict: Callable[[np.ndarray], np.ndarray], images_u8: np.ndarray,
     """train.evaluate through a predictor: sample-weighted mean loss, accuracy, and the seconds
     spent in `predict` (copy in, run, copy out; pre-processing excluded)."""
     total_loss, correct, seconds = 0.0, 0, 0.0
-    for x, y in images.test_batches(images_u8, labels, size, batch_size):
+    for x, y in transforms.test_batches(images_u8, labels, size, batch_size):
         start = time.perf_counter()
         logits = predict(x)
         seconds += time.perf_counter() - start

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import device
+from pipeline.hardware import device
 
 paddle = device.import_paddle()  # threads and allocator first
 import paddle.distributed as dist  # noqa: E402
@@ -68,7 +68,7 @@ def launch(count: int, dev: str, worker: list[str], log_dir: Path, job_id: str) 
     """
     log_dir = Path(log_dir)
     # The launcher lets these variables override the flags we give it (paddle's launch/context/args_envs.py).
-    # OMP_NUM_THREADS is already each worker's share (pipeline/__main__.py).
+    # OMP_NUM_THREADS is already each worker's share (pipeline/hardware/job.py).
     env = {k: v for k, v in os.environ.items() if k not in LAUNCH_FLAG_VARIABLES}
     env.update(PYTHONUNBUFFERED="1")
     cmd = launch_command(count, dev, worker, log_dir, job_id, os.environ.get("CUDA_VISIBLE_DEVICES"))

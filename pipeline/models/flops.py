@@ -3,7 +3,7 @@
 paddle.flops() counts NA as zero (and breaks with NumPy 2.4), so this walks the model with
 forward hooks: 2 FLOPs per multiply-add for convolutions and linear layers, and per element
 for the rest, attention included. The attention figures are op counts of our code, per
-element of the layer's input; they are estimates of work, not of time.
+element of the layer's input (each module's `flops_per_element`); they are estimates of work, not of time.
 """
 
 from __future__ import annotations
@@ -11,15 +11,8 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from pipeline.models import ECA, GCT, SE, Attention, Gate, Half, NABlog, NAOfficial, NAPaper, SimAM
+from pipeline.models.attention import Attention
 
-# Per input element, forward. na-blog: mean, subtract, abs, negate, softmax (max, subtract, exp,
-# sum, divide), sum, gate multiply. na-official: channel mean, weighted pooling (multiply-add),
-# gate multiply. na-paper: context mean, subtract, abs, channel sum, pooling, gate multiply.
-# se, eca: pool, gate multiply (their FC / 1-D conv are counted per channel below). gct: square,
-# sum, gate multiply. simam: mean, subtract, square, sum, divide, add, sigmoid (2), multiply.
-ATTENTION_FLOPS_PER_ELEMENT = {NABlog: 11, NAOfficial: 4, NAPaper: 7, Gate: 1, Half: 1, SE: 2, ECA: 2, GCT: 3,
-                               SimAM: 9}
 ELEMENTWISE_FLOPS = {nn.BatchNorm2D: 2, nn.ReLU: 1, nn.Dropout: 0, nn.Identity: 0}
 TRAINING_FACTOR = 3  # forward + backward (gradients for inputs and for weights: about 2x forward)
 
@@ -32,14 +25,12 @@ def forward_flops(model: nn.Layer, image_size: int) -> dict[str, int]:
         x = inputs[0]
         if isinstance(layer, Attention):  # its own layers (SE's FCs, ECA's 1-D conv) count as its work
             inner = sum(2 * int(p.size) for p in layer.parameters() if len(p.shape) > 1)
-            counts["attention"] += ATTENTION_FLOPS_PER_ELEMENT[type(layer)] * x.size + inner * x.shape[0]
+            counts["attention"] += layer.flops_per_element * x.size + inner * x.shape[0]
         elif isinstance(layer, nn.Conv2D):
             kh, kw = layer.weight.shape[2:]
             counts["conv_linear"] += 2 * output.size * layer.weight.shape[1] * kh * kw
         elif isinstance(layer, nn.Linear):
             counts["conv_linear"] += 2 * output.size * layer.weight.shape[0]
-        elif type(layer) in ATTENTION_FLOPS_PER_ELEMENT:
-            counts["attention"] += ATTENTION_FLOPS_PER_ELEMENT[type(layer)] * x.size
         elif isinstance(layer, (nn.MaxPool2D, nn.AdaptiveAvgPool2D)):
             counts["other"] += x.size
         elif type(layer) in ELEMENTWISE_FLOPS:

@@ -1,5 +1,5 @@
-"""HTML from Jinja2 templates (pipeline/templates/): the report page and the tables the notebooks
-show. Templates only lay out what the stages computed; numbers are formatted by pipeline/formats.py,
+"""HTML from Jinja2 templates (pipeline/analysis/templates/): the report page and the tables the notebooks
+show. Templates only lay out what the stages computed; numbers are formatted by pipeline/analysis/formats.py,
 registered here as filters."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jinja2
 
-from pipeline import formats
+from pipeline.analysis import formats
 
 TEMPLATES = Path(__file__).parent / "templates"
 

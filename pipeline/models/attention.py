@@ -1,8 +1,13 @@
-"""The post's two networks, its NA module, and the modules it is compared with, built by name.
+"""The attention modules, each declared once, where it is defined: its class, the name params.yaml
+gives it (`name`) and its forward op count per input element (`flops_per_element`, for
+pipeline/models/flops.py). Defining a class with a `name` registers it in VARIANTS; the schema's
+enum is checked against VARIANTS by tests/test_models.py.
 
-`build_model(arch, attention, num_classes, image_size)` is the only entry point the
-pipeline uses, so the DAG names configurations, never classes; both networks place their
-attention modules through `make_attention(name, channels)`.
+Op counts per input element, forward: na-blog: mean, subtract, abs, negate, softmax (max, subtract,
+exp, sum, divide), sum, gate multiply. na-official: channel mean, weighted pooling (multiply-add),
+gate multiply. na-paper: context mean, subtract, abs, channel sum, pooling, gate multiply. se, eca:
+pool, gate multiply (their FC / 1-D conv count per channel, in flops.py). gct: square, sum, gate
+multiply. simam: mean, subtract, square, sum, divide, add, sigmoid (2), multiply.
 """
 
 from __future__ import annotations
@@ -12,11 +17,10 @@ import math
 import paddle
 from paddle import nn
 
-from pipeline import config, fused
+from pipeline.models import fused
 
-# The names params.yaml may use (its schema lists them); the factories below build each of them.
-ARCHS = config.allowed("archs")
-ATTENTIONS = config.allowed("attentions")
+NONE = "none"  # no attention module: the identity, so placement code stays uniform
+VARIANTS: dict[str, type[Attention]] = {}  # name -> class, filled as the classes below are defined
 
 
 def _scalar(layer: nn.Layer, value: float):
@@ -24,11 +28,19 @@ def _scalar(layer: nn.Layer, value: float):
 
 
 class Attention(nn.Layer):
-    """Every attention module computes (`compute`) in float32 whatever autocast says, and hands
-    back the input's dtype. Under bf16 or fp16 autocast the context, softmax, normalisation and
+    """The base of every attention module. Each computes (`compute`) in float32 whatever autocast
+    says, and hands back the input's dtype. Under bf16 or fp16 autocast the context, softmax, normalisation and
     gate thus stay float32 by construction, not because Paddle's O1 lists happen to keep `mean`
     or `softmax` there: na-blog's output is rounding noise, so the precision of that noise is
     what it computes."""
+
+    name: str  # how params.yaml's `attentions` names it
+    flops_per_element: int  # forward ops per input element
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            VARIANTS[cls.name] = cls
 
     def forward(self, x):
         if not paddle.in_dynamic_mode():  # an exported (static) model has no autocast to escape
@@ -64,6 +76,8 @@ class NABlog(Attention):
     that noise, and with it the published behaviour.
     """
 
+    name, flops_per_element = "na-blog", 11
+
     def __init__(self, channels: int):
         super().__init__()
         self.gamma, self.beta = _scalar(self, 1.0), _scalar(self, 0.0)
@@ -89,7 +103,7 @@ class PooledNA(Attention):
     Subclasses give the per-position score whose softmax weights the pooling. gamma starts at
     0 and beta at 1, as in the authors' code, so every gate starts at sigmoid(1).
 
-    On the CPU in float32 the forward and backward run fused in C++ (pipeline/fused.py);
+    On the CPU in float32 the forward and backward run fused in C++ (pipeline/models/fused.py);
     `composed` is the same in Paddle ops, written to avoid Paddle's slowest kernels: no
     reduction over the trailing axes of the 4-D tensor (mean over [2, 3] has a very slow
     backward), and sums over channels as matmuls (channel_sum).
@@ -119,7 +133,7 @@ class PooledNA(Attention):
         return paddle.bmm(flat, weights.unsqueeze(2)).squeeze(2)
 
     def compute(self, x):
-        if fused.applies(x):  # the same computation, fused for the CPU (pipeline/fused.py)
+        if fused.applies(x):  # the same computation, fused for the CPU (pipeline/models/fused.py)
             return fused.PooledNAFunction.apply(x, self.gamma, self.beta, self.l1_score)
         return self.composed(x)
 
@@ -134,6 +148,8 @@ class PooledNA(Attention):
 class NAOfficial(PooledNA):
     """The authors' code (NANet, resnet_na4.py): score = -|m - mean(m)| of the channel-mean map m."""
 
+    name, flops_per_element = "na-official", 4
+
     l1_score = False  # for fused.PooledNAFunction
 
     def scores(self, flat):
@@ -144,6 +160,8 @@ class NAOfficial(PooledNA):
 class NAPaper(PooledNA):
     """The paper's printed formula read sensibly: score = -||x_i - C||_1, C the pooled context."""
 
+    name, flops_per_element = "na-paper", 7
+
     l1_score = True  # for fused.PooledNAFunction
 
     def scores(self, flat):
@@ -152,6 +170,8 @@ class NAPaper(PooledNA):
 
 class Gate(Attention):
     """The control: y = x * sigmoid(beta), one learned scalar; what na-blog reduces to."""
+
+    name, flops_per_element = "gate", 1
 
     def __init__(self, channels: int):
         super().__init__()
@@ -163,6 +183,8 @@ class Gate(Attention):
 
 class Half(Attention):
     """The initial-scale control: y = 0.5 * x, fixed; na-blog's and the gate's value at initialisation."""
+
+    name, flops_per_element = "half", 1
 
     def __init__(self, channels: int):
         super().__init__()
@@ -179,6 +201,8 @@ def _spatial_mean(x):
 class SE(Attention):
     """Squeeze-and-excitation (Hu et al.): global average pool, FC C -> C/16 with ReLU, FC C/16 -> C,
     sigmoid, channel gate; the FC layers have biases, as in the reference code."""
+
+    name, flops_per_element = "se", 2
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
@@ -200,6 +224,8 @@ class ECA(Attention):
     """ECA-Net (Wang et al., CVPR 2020): global average pool, a 1-D convolution across channels
     without bias (zero padding k // 2), sigmoid, channel gate: k parameters."""
 
+    name, flops_per_element = "eca", 2
+
     def __init__(self, channels: int):
         super().__init__()
         k = eca_kernel_size(channels)
@@ -214,6 +240,8 @@ class GCT(Attention):
     """Gated channel transformation (Yang et al., CVPR 2020), a normalisation-based gate like NA:
     s = alpha * sqrt(sum over positions of x^2 + eps), n = gamma / sqrt(mean over channels of s^2 + eps),
     y = x * (1 + tanh(s * n + beta)); alpha, gamma, beta per channel start at 1, 0, 0 (the identity)."""
+
+    name, flops_per_element = "gct", 3
 
     eps = 1e-5
 
@@ -236,6 +264,8 @@ class SimAM(Attention):
     v = sum(d) / (H*W - 1), y = x * sigmoid(d / (4 (v + 1e-4)) + 0.5); on a 1x1 map, where H*W - 1 = 0
     and d = 0, v = 0 (the authors' division gives NaN there)."""
 
+    name, flops_per_element = "simam", 9
+
     lam = 1e-4
 
     def __init__(self, channels: int):
@@ -249,122 +279,11 @@ class SimAM(Attention):
         return x * nn.functional.sigmoid(d / (4 * (v + self.lam)) + 0.5).reshape((b, c, h, w))
 
 
-_ATTENTION_LAYERS = {"none": nn.Identity, "na-blog": NABlog, "na-official": NAOfficial, "na-paper": NAPaper,
-                     "gate": Gate, "half": Half, "se": SE, "eca": ECA, "gct": GCT, "simam": SimAM}
-
-
 def make_attention(name: str, channels: int) -> nn.Layer:
     """One attention module by name for a `channels`-channel input; `none` is the identity, so
     placement code stays uniform. Every module takes the channel count, needed or not."""
-    if name not in _ATTENTION_LAYERS:
-        raise ValueError(f"unknown attention {name!r}; choose one of {', '.join(ATTENTIONS)}")
-    return _ATTENTION_LAYERS[name](channels)
-
-
-def _alexnet_feature_size(image_size: int) -> int:
-    """Spatial size after AlexNet's feature extractor (conv k11 s4 p5, three 3/2 max pools)."""
-    size = (image_size + 2 * 5 - 11) // 4 + 1
-    for _ in range(3):
-        size = (size - 3) // 2 + 1
-    return size
-
-
-class AlexNet(nn.Layer):
-    """The post's AlexNet; the classifier input follows from the image size (1152 at 128 px)."""
-
-    def __init__(self, num_classes: int, image_size: int, attention: str = "none"):
-        super().__init__()
-        side = _alexnet_feature_size(image_size)
-        if side < 1:
-            raise ValueError(f"AlexNet needs images of at least 57 px, got {image_size}")
-
-        def conv(cin, cout, **kw):
-            return [nn.Conv2D(cin, cout, **kw), make_attention(attention, cout), nn.ReLU()]
-
-        self.features = nn.Sequential(
-            *conv(3, 48, kernel_size=11, stride=4, padding=5),
-            nn.MaxPool2D(kernel_size=3, stride=2),
-            *conv(48, 128, kernel_size=5, padding=2),
-            nn.MaxPool2D(kernel_size=3, stride=2),
-            *conv(128, 192, kernel_size=3, padding=1),
-            *conv(192, 192, kernel_size=3, padding=1),
-            *conv(192, 128, kernel_size=3, padding=1),
-            nn.MaxPool2D(kernel_size=3, stride=2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Linear(side * side * 128, 2048), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(2048, 2048), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(2048, num_classes),
-        )
-
-    def forward(self, x):
-        return self.classifier(paddle.flatten(self.features(x), 1))
-
-
-class BasicBlock(nn.Layer):
-    """Paddle's ResNet BasicBlock with one attention module after bn2, before the add."""
-
-    def __init__(self, cin: int, cout: int, stride: int, attention: str):
-        super().__init__()
-        self.conv1 = nn.Conv2D(cin, cout, 3, stride=stride, padding=1, bias_attr=False)
-        self.bn1 = nn.BatchNorm2D(cout)
-        self.conv2 = nn.Conv2D(cout, cout, 3, padding=1, bias_attr=False)
-        self.bn2 = nn.BatchNorm2D(cout)
-        self.attention = make_attention(attention, cout)
-        self.relu = nn.ReLU()
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv2D(cin, cout, 1, stride=stride, bias_attr=False), nn.BatchNorm2D(cout)
-            )
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.attention(self.bn2(self.conv2(out)))
-        return self.relu(out + identity)
-
-
-class ResNet18(nn.Layer):
-    """Paddle's ImageNet-style ResNet18: 7x7 stem, max pool, four stages of two blocks."""
-
-    def __init__(self, num_classes: int, attention: str = "none"):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2D(3, 64, 7, stride=2, padding=3, bias_attr=False),
-            nn.BatchNorm2D(64), nn.ReLU(), nn.MaxPool2D(3, stride=2, padding=1),
-        )
-        blocks, cin = [], 64
-        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            blocks += [BasicBlock(cin, cout, stride, attention), BasicBlock(cout, cout, 1, attention)]
-            cin = cout
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2D(1)
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x):
-        return self.fc(paddle.flatten(self.pool(self.blocks(self.stem(x))), 1))
-
-
-def build_model(arch: str, attention: str, num_classes: int, image_size: int) -> nn.Layer:
-    """The one model factory: any of ARCHS with any of ATTENTIONS."""
-    if attention not in ATTENTIONS:
-        raise ValueError(f"unknown attention {attention!r}; choose one of {', '.join(ATTENTIONS)}")
-    if arch == "alexnet":
-        return AlexNet(num_classes, image_size, attention)
-    if arch == "resnet18":
-        return ResNet18(num_classes, attention)
-    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-
-
-def count_parameters(model: nn.Layer) -> dict:
-    """Parameter counts as paddle.summary reports them.
-
-    The total includes BatchNorm running mean/variance, which Paddle keeps as parameters
-    with stop_gradient=True; that is how the post's 11,237,412 for ResNet18 arises.
-    """
-    params = model.parameters()
-    return {
-        "total": sum(int(p.size) for p in params),
-        "trainable": sum(int(p.size) for p in params if not p.stop_gradient),
-    }
+    if name == NONE:
+        return nn.Identity()
+    if name not in VARIANTS:
+        raise ValueError(f"unknown attention {name!r}; choose one of {', '.join([NONE, *VARIANTS])}")
+    return VARIANTS[name](channels)

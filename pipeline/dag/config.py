@@ -1,6 +1,6 @@
 """params.yaml: loading, validation, profile resolution and the experiment matrix.
 
-Snakemake, DVC and every `python -m pipeline` stage go through `load()`, so a profile and its
+Snakemake, DVC, every stage and every tool go through `load()`, so a profile and its
 overrides mean the same thing to all of them.
 """
 

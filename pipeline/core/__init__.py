@@ -1,0 +1,1 @@
+"""What every stage command shares: the command wrapper (stage.py), whole-file writes, logs, checkpoints."""

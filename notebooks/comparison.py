@@ -24,6 +24,7 @@
 profile = "demo"
 configuration = "demo"  # the folder of this configuration's results (pipeline/dag/paths.py)
 runs = ["alexnet-none-s42", "alexnet-na-blog-s42", "resnet18-none-s42", "resnet18-na-blog-s42"]
+post_setting = None  # the post's recipe per architecture (config.post_setting); None: params.yaml's
 
 # %%
 import matplotlib
@@ -34,10 +35,11 @@ from IPython.display import HTML, Markdown, display
 
 from pipeline.analysis import figures, render, verdict
 from pipeline.core import atomic
-from pipeline.dag import paths
+from pipeline.dag import config, paths
 
 layout = paths.Layout(profile, configuration)
-table = verdict.build(profile, layout, runs)
+post_setting = post_setting or config.post_setting(config.load())
+table = verdict.build(profile, layout, runs, post_setting)
 atomic.write_json(layout.comparison_table, table)
 initial = table["initial_scale"]
 

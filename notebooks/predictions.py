@@ -17,7 +17,7 @@
 # for display), in rows of 6 (9 when the class names are short). Under each image: its true class
 # in bold, then one line per configuration (attention variant, named on the left with its accuracy
 # on these images, mean over its seeds). Each line gives the configuration's most common prediction
-# over its seeds (a tie goes to seed 42, the post's seed, else the lowest seed), ✓ if that
+# over its seeds (a tie goes to the post's seed, 42, else the lowest seed), ✓ if that
 # prediction is right and ✗ if wrong, and with several seeds how many of them were right, as
 # (seeds right/seeds), e.g. (2/3). Colour repeats the count: green when every seed is right,
 # orange when some are, red when none is. Class names too long for a cell are shortened with "…".
@@ -35,13 +35,13 @@ import numpy as np
 from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 
-from pipeline.analysis import figures
+from pipeline.analysis import claims, figures
 from pipeline.dag import config, paths
 from pipeline.images import transforms
 
 layout = paths.Layout(profile, configuration)
 
-# Each run's predictions, grouped by architecture, then by attention variant (its seeds, 42 first).
+# Each run's predictions, grouped by architecture, then by attention variant (its seeds, the post's first).
 grids = {}
 for run in runs:
     experiment, seed = config.parse_run(run)
@@ -51,7 +51,7 @@ for run in runs:
     grids.setdefault(arch, {}).setdefault(attention, []).append((seed, grid))
 for variants in grids.values():
     for seeds in variants.values():
-        seeds.sort(key=lambda s: (s[0] != 42, s[0]))
+        seeds.sort(key=lambda s: (s[0] != claims.SEED, s[0]))
 
 # %%
 # Sizes in inches and points. The figure is 1200 px wide at save_figure's 90 dpi, the most the
@@ -149,8 +149,9 @@ HEADER = 2.3 * LINE  # an architecture's title and the gap above it
 GAP = 0.6 * LINE  # below each row of images and its text
 several = any(len(seeds) > 1 for variants in grids.values() for seeds in variants.values())
 key = ("Under each image: the true class (bold), then each configuration's most common prediction over its seeds "
-       "(ties: seed 42), ✓ right or ✗ wrong, and (seeds right/seeds). Green: every seed right, orange: some, "
-       "red: none. Left: each configuration's accuracy on these images, mean over its seeds." if several else
+       f"(ties: seed {claims.SEED}), ✓ right or ✗ wrong, and (seeds right/seeds). Green: every seed right, "
+       "orange: some, red: none. Left: each configuration's accuracy on these images, mean over its seeds."
+       if several else
        "Under each image: the true class (bold), then each configuration's prediction, ✓ right (green) or ✗ wrong "
        "(red). Left: each configuration's accuracy on these images.")
 key_lines = wrap(key, WIDTH - 0.6)

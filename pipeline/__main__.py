@@ -47,15 +47,15 @@ def main(argv=None) -> int:
     from pipeline import PipelineError
     from pipeline.core import stage
     from pipeline.dag import config, paths
-    from pipeline.hardware import device
+    from pipeline.hardware import device, paddle_setup
 
     overrides = args.set + ([f"profile={args.profile}"] if getattr(args, "profile", None) else [])
     options = {k: v for k, v in vars(args).items() if k not in ("tool", "set", "profile")}
     try:
         params = config.load(overrides)
         if args.tool in NEEDS_PADDLE:
-            device.check_paddle_build()
-            device.import_paddle()  # fixes the thread count first
+            paddle_setup.check_paddle_build()
+            paddle_setup.import_paddle()  # fixes the thread count first
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

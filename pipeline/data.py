@@ -38,6 +38,7 @@ CIFAR = {
         "test": ["cifar-10-batches-py/test_batch"],
         "meta": "cifar-10-batches-py/batches.meta",
         "labels": {"labels": "label_names"},
+        "classes": 10, "images": (50_000, 10_000),  # the official archive's (train, test)
     },
     "cifar100": {
         "archive": "cifar-100-python.tar.gz",
@@ -46,6 +47,7 @@ CIFAR = {
         "test": ["cifar-100-python/test"],
         "meta": "cifar-100-python/meta",
         "labels": {"fine_labels": "fine_label_names", "coarse_labels": "coarse_label_names"},
+        "classes": 100, "images": (50_000, 10_000),
     },
 }
 
@@ -225,6 +227,14 @@ def read_digits(test_fraction: float = 1 / 6) -> dict:
         "test_images": images[test_idx], "test_labels": labels[test_idx],
         "class_names": np.array([str(c) for c in range(10)]),
     }
+
+
+def sizes(dataset: str) -> tuple[int, int, int]:
+    """(classes, train images, test images) of a dataset, without downloading it."""
+    if dataset == "digits":
+        digits = read_digits()
+        return len(digits["class_names"]), len(digits["train_labels"]), len(digits["test_labels"])
+    return CIFAR[dataset]["classes"], *CIFAR[dataset]["images"]
 
 
 def prepare(dataset: str, download: dict) -> dict:

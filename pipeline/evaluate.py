@@ -100,7 +100,7 @@ def main(params: dict, run: str) -> None:
     for _ in range(s["throughput_warmup"]):  # first-call allocations and kernel selection stay untimed
         predict(warmup_batch)
     predict(warmup_batch[: len(val_y) % s["eval_batch_size"] or None])  # oneDNN prepares kernels per batch shape
-    val_loss, val_acc, seconds = inference.evaluate(predict, val_x, val_y, s["image_size"], s["eval_batch_size"],
+    val_loss, val_acc, seconds = inference.measure(predict, val_x, val_y, s["image_size"], s["eval_batch_size"],
                                                     s["label_smoothing"])
     img_per_s = len(val_y) / seconds
 

@@ -20,8 +20,11 @@ class NotebookError(PipelineError):
     """A notebook failed to execute."""
 
 
-def parameters(params: dict) -> dict:
-    return {"profile": params["profile"], "configuration": config.configuration(params), "runs": config.runs(params)}
+def parameters(params: dict, name: str) -> dict:
+    """What papermill injects: of these, the ones the notebook's `parameters` cell declares."""
+    offered = {"profile": params["profile"], "configuration": config.configuration(params),
+               "runs": config.runs(params), "post_setting": config.post_setting(params)}
+    return {k: v for k, v in offered.items() if k in paths.notebook_parameters(name)}
 
 
 def to_html(notebook_path: Path) -> str:
@@ -48,7 +51,7 @@ def main(params: dict, name: str) -> None:
         with atomic.atomic_path(executed) as out:
             try:
                 papermill.execute_notebook(
-                    str(blank), str(out), parameters=parameters(params), kernel_name="python3",
+                    str(blank), str(out), parameters=parameters(params, name), kernel_name="python3",
                     cwd=os.getcwd(), progress_bar=False,
                 )
             except papermill.PapermillExecutionError as exc:

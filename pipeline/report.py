@@ -62,7 +62,7 @@ def claimed(gains: list[dict]) -> list[dict]:
         if g["claim"] is None:
             continue
         before, after = (CLAIMS[f"{g['arch']}-{a}"] for a in ("none", g["attention"]))
-        out.append({**g, "claim_dataset": after["dataset"], "claim_from": before["val_acc"],
+        out.append({**g, "claim_from": before["val_acc"],
                     "claim_to": after["val_acc"]})
     return out
 

@@ -60,7 +60,7 @@ def schedule_length(train_images: int, batch_size: int, epochs: int) -> int:
     return train_images // batch_size * epochs
 
 
-def evaluate(model, batches: list, smoothing: float):
+def validate(model, batches: list, smoothing: float):
     """Sample-weighted mean loss and accuracy over `validation_batches`, in eval mode, without
     gradients and with one read back from the device (the per-epoch validation; the evaluate
     stage uses the faster predictor)."""
@@ -234,7 +234,7 @@ def main(params: dict, run: str) -> None:
         distributed.average_buffers(model)  # BatchNorm running statistics: one set for validation and saving
         rng = distributed.gather(checkpoints.rng_state())
         if lead:
-            val_loss, val_acc = evaluate(model, val_batches, s["label_smoothing"])
+            val_loss, val_acc = validate(model, val_batches, s["label_smoothing"])
             row = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                    "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - started}
             progress["epoch_rows"].append(row)
@@ -281,7 +281,8 @@ def write_outputs(layout: paths.Layout, run: str, s: dict, model, optimizer, pro
         "best_val_acc": progress["best_acc"], "best_epoch": progress["best_epoch"],
         "final_train_acc": last["train_acc"], "final_train_loss": last["train_loss"],
         "final_val_acc": last["val_acc"], "epochs": s["epochs"], "steps": progress["step"],
-        "train_images": train_images, "val_images": val_images, "image_size": s["image_size"],
+        "train_images": train_images, "train_subset": s["train_subset"], "val_images": val_images,
+        "image_size": s["image_size"],
         "dataset": s["dataset"], "device": where, "seconds": round(last["seconds"], 1),
         "amp": s["amp"], "precision": progress["precision"], "initial": progress.get("initial"),
         "params": count_parameters(model),

@@ -9,7 +9,7 @@ import sys
 from pipeline.core import logs
 from pipeline.dag import config as cfg
 from pipeline.dag import deps, paths, pull
-from pipeline.hardware import device
+from pipeline.hardware import device, paddle_setup
 
 config.update(cfg.typed_snakemake_config(config))
 try:
@@ -19,7 +19,7 @@ except cfg.ConfigError as exc:
     sys.exit(f"error: {exc}")
 
 # Jobs side by side (more cores than one training takes) keep their progress bars in their logs.
-os.environ[logs.SIDE_BY_SIDE] = str(int((workflow.resource_settings.cores or 1) > device.training_cpus(SETTINGS)))
+os.environ[logs.SIDE_BY_SIDE] = str(int((workflow.resource_settings.cores or 1) > paddle_setup.training_cpus(SETTINGS)))
 LAYOUT = paths.layout(config)  # this configuration's folders: results of others stay untouched
 RUNS = cfg.runs(config)
 # --config values that differ from params.yaml reach every command as --set key=value. The data

@@ -18,7 +18,7 @@ for name in paths.NOTEBOOKS:
             CONDA_ENV
         params:
             name=name,  # the shell command is formatted at run time, after the loop has ended
-            settings=cfg.tracked_values(config, "notebook"),
+            settings=cfg.tracked_values(config, "notebook", notebook=name),
         shell:
             deps.command("notebook", "{params.name}") + SET
 

@@ -33,8 +33,8 @@ rule train:
     conda:
         CONDA_ENV
     # Per device train_threads, and at least the training process plus its loader workers
-    # (device.training_cpus); Snakemake lowers it to --cores when that is smaller.
-    threads: device.training_cpus(SETTINGS)
+    # (paddle_setup.training_cpus); Snakemake lowers it to --cores when that is smaller.
+    threads: paddle_setup.training_cpus(SETTINGS)
     resources:
         gpu=device.gpus_per_job(SETTINGS),  # devices_per_job GPUs, or 0 on the CPU
         mem_mb=lambda wc: cfg.run_settings(config, wc.run)["train_mem_mb"],

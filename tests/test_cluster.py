@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from pipeline.hardware import paddle_setup
 from tests.conftest import BIN, copy_project, run, snakemake_jobs
 
 pytestmark = pytest.mark.slow
@@ -37,14 +38,13 @@ def test_slurm_training_jobs_ask_for_one_gpu_memory_and_time_from_params(paper_o
 
 
 def test_a_training_job_declares_its_process_and_loader_workers_and_splits_them(cluster_project):
-    from pipeline.hardware import device
 
     # the paper profile: 4 loader workers beside the training process, train_threads 4
     jobs = snakemake_jobs(cluster_project, "--cores", "8", "--config", "profile=paper")
     assert {j["threads"] for j in jobs.values() if j["rule"] == "train"} == {5}
-    assert device.training_threads(5, 1, 4) == 1  # its Paddle threads: what the workers leave
-    assert device.training_threads(2, 1, 0) == 2 and device.training_threads(8, 2, 2) == 2
-    assert device.training_threads(1, 1, 4) == 1
+    assert paddle_setup.training_threads(5, 1, 4) == 1  # its Paddle threads: what the workers leave
+    assert paddle_setup.training_threads(2, 1, 0) == 2 and paddle_setup.training_threads(8, 2, 2) == 2
+    assert paddle_setup.training_threads(1, 1, 4) == 1
 
 
 def test_slurm_light_jobs_stay_small(paper_on_slurm):
@@ -93,11 +93,11 @@ def options(argv: list[str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def paper_submissions(tmp_path_factory):
     """Every job of the paper plan with `devices_per_job` 2, submitted by the real SLURM plugin and
-    its job step to stand-ins for sbatch/srun (tests/slurm_stand_in.py), and what each asked for.
+    its job step to stand-ins for sbatch/srun (tests/helpers/slurm_stand_in.py), and what each asked for.
     (One device per job is submitted to a real controller in test_slurm.py.)"""
     import sys
 
-    from tests import slurm_stand_in
+    from tests.helpers import slurm_stand_in
 
     devices = 2
     root = tmp_path_factory.mktemp(f"slurm-{devices}")
@@ -144,7 +144,7 @@ def test_a_training_job_is_one_task_holding_its_gpus_cpus_memory_and_time(paper_
         assert not [f for f in sbatch if f.startswith("--ntasks")], name
         assert "--gres" not in sbatch and "--cpus-per-gpu" not in sbatch, name
         assert sbatch["--gpus"] == str(devices) and srun["--gpus"] == str(devices), name
-        # Per device the training process and its 4 loader workers (device.training_cpus).
+        # Per device the training process and its 4 loader workers (paddle_setup.training_cpus).
         assert sbatch["--cpus-per-task"] == str(5 * devices), name
         # The step takes what the allocation holds: here this machine's CPUs, on a node all 5N.
         assert srun["--cpus-per-task"] == str(min(5 * devices, available_cpu_count())), name

@@ -66,7 +66,7 @@ def test_every_setting_is_either_result_changing_or_run_only():
     settings = set(config.schema()["$defs"]["settings"]["properties"])
     assert set(config.RESULT_SETTINGS) | set(config.RUN_ONLY_SETTINGS) == settings
     assert not set(config.RESULT_SETTINGS) & set(config.RUN_ONLY_SETTINGS)
-    assert set(config.OVERRIDABLE) <= set(config.RESULT_SETTINGS)  # every override makes its own configuration
+    assert set(config.overridable()) <= set(config.RESULT_SETTINGS)  # every override makes its own configuration
 
 
 def test_configuration_names_the_profile_and_a_key_of_the_overrides(params):
@@ -149,3 +149,17 @@ def test_params_read_the_same_as_yaml_1_1_and_1_2(params):
     buffer = io.StringIO()
     YAML().dump(YAML().load(text), buffer)  # what a round trip through ruamel writes back
     assert yaml.safe_load(buffer.getvalue()) == yaml12.load(text) == yaml.safe_load(text)
+
+
+def test_the_per_architecture_settings_are_those_the_schema_keys_by_architecture():
+    schema = config.schema()
+    archs = set(schema["properties"]["archs"]["items"]["enum"])
+
+    def keyed_by_arch(prop: dict) -> bool:
+        if "$ref" in prop:
+            prop = schema["$defs"][prop["$ref"].rsplit("/", 1)[1]]
+        return any(keyed_by_arch(p) for p in prop["anyOf"]) if "anyOf" in prop else (
+            prop.get("type") == "object" and set(prop["properties"]) == archs)
+
+    settings = schema["$defs"]["settings"]["properties"]
+    assert set(config.PER_ARCH) == {key for key, prop in settings.items() if keyed_by_arch(prop)}

@@ -22,7 +22,7 @@ PADDLE_REPORT = (
     "  [Hint: 'cudaErrorInsufficientDriver'. This indicates that the installed NVIDIA CUDA driver is older than "
     "the CUDA runtime library.] (at /paddle/paddle/phi/backends/gpu/cuda/cuda_info.cc:67)\n")
 CAUSE = "ExternalError: CUDA error(35), CUDA driver version is insufficient for CUDA runtime version"
-BROKEN_CUDA = ("from pipeline.hardware import device\npaddle = device.import_paddle()\n"
+BROKEN_CUDA = ("from pipeline.hardware import paddle_setup\npaddle = paddle_setup.import_paddle()\n"
                "def count():\n    raise OSError(REPORT)\n"
                "paddle.is_compiled_with_cuda = lambda: True\n"
                "paddle.device.cuda.device_count = count\n")
@@ -30,9 +30,9 @@ BROKEN_CUDA = ("from pipeline.hardware import device\npaddle = device.import_pad
 
 @pytest.fixture
 def broken_cuda(monkeypatch):
-    from pipeline.hardware import device
+    from pipeline.hardware import paddle_setup
 
-    paddle = device.import_paddle()
+    paddle = paddle_setup.import_paddle()
 
     def count():
         raise OSError(PADDLE_REPORT)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline import data
-from tests import cifar_archives
 from tests.conftest import assert_nothing_lost
+from tests.helpers import cifar_archives
 
 
 def download_settings(tmp_path, mirrors=(), md5=None) -> dict:

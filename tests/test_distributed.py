@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from pipeline.dag import config
-from pipeline.hardware import device
+from pipeline.hardware import device, paddle_setup
 from tests.conftest import ROOT, assert_nothing_lost, layout, run
 
-device.import_paddle()  # threads fixed and the import banner kept quiet, as the stages do
+paddle_setup.import_paddle()  # threads fixed and the import banner kept quiet, as the stages do
 from pipeline.hardware import distributed  # noqa: E402
 
 RUN = "alexnet-none-s42"
@@ -135,8 +135,8 @@ STEP_SCRIPT = textwrap.dedent('''
     """
     import contextlib, sys, time
     import numpy as np
-    from pipeline.hardware import device
-    paddle = device.import_paddle()
+    from pipeline.hardware import device, paddle_setup
+    paddle = paddle_setup.import_paddle()
     from pipeline.hardware import distributed
     from pipeline.models import build_model
     from pipeline.train import smoothed_cross_entropy, training_step
@@ -338,7 +338,7 @@ def test_killed_two_worker_training_leaves_no_worker_and_resumes_to_the_same_res
     run(args, cwd=project)
     where = layout(project, *args)
     final = project / where.checkpoints(RUN) / "final.pdparams"
-    paddle = device.import_paddle()
+    paddle = paddle_setup.import_paddle()
     reference = (rows(project / where.train_epochs(RUN)), paddle.load(str(final)))
     for output in (project / where.checkpoints(RUN), project / where.train_logs / RUN):
         shutil.rmtree(output)

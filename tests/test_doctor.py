@@ -73,10 +73,10 @@ def test_dockers_default_shared_memory_is_too_small_for_the_paper_loader():
 def test_the_step_comparison_sees_a_changed_model():
     """The GPU step check's own code, with the CPU on both sides: identical steps agree exactly,
     and one changed weight is caught. tests/test_number_formats.py runs it against emulated GPUs."""
-    from pipeline.hardware import device
+    from pipeline.hardware import paddle_setup
     from pipeline.models import tolerances
     from pipeline.tools import doctor
-    device.import_paddle()
+    paddle_setup.import_paddle()
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
     labels = rng.integers(0, doctor.CLASSES, 4)
@@ -103,9 +103,9 @@ def test_the_loader_check_delivers_where_training_does(monkeypatch):
     training's device (device.select, as the training stage calls it), so that its batches go through
     page-locked memory to the GPU. No GPU here: device.select is watched, and the CPU stands in."""
     from pipeline.dag import config
-    from pipeline.hardware import device
+    from pipeline.hardware import device, paddle_setup
     from pipeline.tools import doctor
-    paddle = device.import_paddle()
+    paddle = paddle_setup.import_paddle()
     selected = []
     monkeypatch.setattr(device, "select", lambda setting, count=1: (selected.append(setting), paddle.set_device("cpu")))
     s = {**config.run_settings(config.load(["profile=ci"]), "alexnet-none-s42"), "device": "gpu", "num_workers": 1}

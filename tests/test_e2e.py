@@ -80,9 +80,9 @@ def test_every_number_comes_from_artifacts(built):
 def test_provenance_lists_every_artifact_with_its_digest_commit_versions_and_wall_times(built):
     import hashlib
 
-    from pipeline.hardware import device
+    from pipeline.hardware import paddle_setup
 
-    paddle = device.import_paddle()
+    paddle = paddle_setup.import_paddle()
     manifest = json.loads((built / "reports/ci/provenance.json").read_text())
     listed = {a["path"]: a for a in manifest["artifacts"]}
     for path, artifact in listed.items():

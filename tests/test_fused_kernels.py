@@ -17,13 +17,13 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.hardware import device
+from pipeline.hardware import paddle_setup
 
-paddle = device.import_paddle()
+paddle = paddle_setup.import_paddle()
 
 from pipeline.models import fused  # noqa: E402
 from pipeline.models.attention import make_attention  # noqa: E402
-from tests.numpy_attention import numpy_na_official, numpy_na_paper  # noqa: E402
+from tests.helpers.numpy_attention import numpy_na_official, numpy_na_paper  # noqa: E402
 
 
 def numerical_gradients(reference, x, gamma, beta, upstream, eps=1e-6):
@@ -94,7 +94,8 @@ def test_kernels_build_once_for_parallel_jobs_or_fall_back_to_the_composed_ops(t
     """Two processes that start at once on an empty kernel cache (as Snakemake's parallel trainings
     do) both get the kernels; where they cannot build (here, a broken source), training goes on
     with the composed ops after a one-line note."""
-    code = ("import sys, numpy as np; from pipeline.hardware import device; paddle = device.import_paddle(); "
+    code = ("import sys, numpy as np; from pipeline.hardware import paddle_setup; "
+            "paddle = paddle_setup.import_paddle(); "
             "from pipeline.models import fused; from pipeline.models.attention import make_attention; "
             "fused.SOURCE = fused.Path(sys.argv[1]) if len(sys.argv) > 1 else fused.SOURCE; "
             "x = paddle.ones([2, 3, 4, 4]) * paddle.arange(16, dtype='float32').reshape([1, 1, 4, 4]); "

@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.hardware import device
+from pipeline.hardware import paddle_setup
 from pipeline.images import transforms
 
-paddle = device.import_paddle()
+paddle = paddle_setup.import_paddle()
 
 # after import_paddle(): it fixes OMP_NUM_THREADS before paddle loads and keeps the import quiet
-import paddle.vision.transforms as T  # noqa: E402 - paddle must be imported by device.import_paddle() first
+import paddle.vision.transforms as T  # noqa: E402 - paddle must be imported by paddle_setup.import_paddle() first
 import paddle.vision.transforms.functional as PF  # noqa: E402 - as above
 
 N = 4000  # draws per distribution check

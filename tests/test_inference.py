@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from pipeline.hardware import device
+from pipeline.hardware import paddle_setup
 
-paddle = device.import_paddle()
+paddle = paddle_setup.import_paddle()
 
 from pipeline.images import transforms  # noqa: E402
 from pipeline.images.batches import validation_batches  # noqa: E402
 from pipeline.models import build_model, inference, tolerances  # noqa: E402
 from pipeline.models.attention import NABlog, PooledNA  # noqa: E402
-from pipeline.train import evaluate  # noqa: E402
+from pipeline.train import validate  # noqa: E402
 
 IMAGES = 300  # two full batches of 128 and a partial one
 
@@ -74,8 +74,8 @@ def test_na_blog_exports(digits):
 
 def test_whole_split_evaluation_matches_eager(digits):
     model = trained_looking("resnet18", "none", 32)
-    eager_loss, eager_acc = evaluate(model, validation_batches(*digits, 32, 128), 0.1)
-    loss, acc, seconds = inference.evaluate(inference.compile_model(model, 32, "cpu"), *digits, 32, 128, 0.1)
+    eager_loss, eager_acc = validate(model, validation_batches(*digits, 32, 128), 0.1)
+    loss, acc, seconds = inference.measure(inference.compile_model(model, 32, "cpu"), *digits, 32, 128, 0.1)
     assert acc == eager_acc
     assert loss == pytest.approx(eager_loss, rel=1e-6)
     assert seconds > 0

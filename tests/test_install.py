@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.hardware import device
+from pipeline.hardware import paddle_setup
 from tests.conftest import copy_project, run
 
 STAND_IN = "paddlepaddle_gpu-3.3.1"
@@ -36,7 +36,7 @@ def stand_in_wheel(folder: Path) -> Path:
 
 
 @pytest.mark.faults
-def test_every_command_refuses_both_builds_at_once_in_one_line(tmp_path):
+def test_every_paddle_command_refuses_both_builds_at_once_in_one_line(tmp_path):
     """The stand-in's metadata beside the installed CPU build, as after `pip install -e .[cpu]` on a
     GPU machine: both paddlepaddle and paddlepaddle-gpu are then installed."""
     site = tmp_path / "site"
@@ -44,8 +44,9 @@ def test_every_command_refuses_both_builds_at_once_in_one_line(tmp_path):
         (site / name).parent.mkdir(parents=True, exist_ok=True)
         (site / name).write_text(text)
     project = copy_project(tmp_path / "project")
-    for command in (["data", "alexnet"], ["params"], ["report"]):
-        proc = run([sys.executable, "-m", "pipeline", *command], cwd=project, check=False,
+    for command in (["pipeline.train", "alexnet-none-s42"], ["pipeline.evaluate", "alexnet-none-s42"],
+                    ["pipeline", "params"]):
+        proc = run([sys.executable, "-m", *command], cwd=project, check=False,
                    env={"PYTHONPATH": str(site)})
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith("error: both paddlepaddle 3.3.1 and paddlepaddle-gpu 3.3.1 are installed")
@@ -55,8 +56,8 @@ def test_every_command_refuses_both_builds_at_once_in_one_line(tmp_path):
 
 
 def test_the_install_check_passes_with_one_build():
-    assert device.paddle_builds() == {"paddlepaddle": "3.3.1"}
-    device.check_paddle_build()
+    assert paddle_setup.paddle_builds() == {"paddlepaddle": "3.3.1"}
+    paddle_setup.check_paddle_build()
 
 
 @pytest.mark.e2e
@@ -84,7 +85,7 @@ def test_only_the_cpu_extra_names_a_paddle_build():
     from tests.conftest import ROOT
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["optional-dependencies"]["cpu"] == [f"paddlepaddle=={device.PADDLE_VERSION}"]
+    assert project["optional-dependencies"]["cpu"] == [f"paddlepaddle=={paddle_setup.PADDLE_VERSION}"]
     named = [r for extra, reqs in project["optional-dependencies"].items() if extra != "cpu" for r in reqs]
     assert not [r for r in project["dependencies"] + named if r.lower().startswith("paddle")]
 
@@ -127,6 +128,7 @@ def test_the_gpu_environment_pins_the_gpu_build_from_paddles_index():
         return next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict))
 
     gpu = pip_lines("na-repro-gpu.yaml")
-    assert f"--extra-index-url {device.PADDLE_GPU_INDEX}" in gpu
-    assert f"{device.GPU_BUILD}=={device.PADDLE_VERSION}" in gpu and "-e .." in gpu  # no extra: no CPU build
+    assert f"--extra-index-url {paddle_setup.PADDLE_GPU_INDEX}" in gpu
+    # no extra: no CPU build
+    assert f"{paddle_setup.GPU_BUILD}=={paddle_setup.PADDLE_VERSION}" in gpu and "-e .." in gpu
     assert pip_lines("na-repro.yaml") == ["-e ..[cpu]"]

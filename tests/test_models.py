@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.hardware import device
+from pipeline.hardware import paddle_setup
 
-paddle = device.import_paddle()
+paddle = paddle_setup.import_paddle()
 
 from pipeline.models import ATTENTIONS, build_model, count_parameters  # noqa: E402
 from pipeline.models.attention import NABlog  # noqa: E402
-from tests.numpy_attention import PEERS, numpy_na_official, numpy_na_paper, sigmoid  # noqa: E402
+from tests.helpers.numpy_attention import PEERS, numpy_na_official, numpy_na_paper, sigmoid  # noqa: E402
 
 POST_COUNTS = {("alexnet", "none"): 7_524_042, ("alexnet", "na-blog"): 7_524_052,
                ("resnet18", "none"): 11_237_412, ("resnet18", "na-blog"): 11_237_428}
@@ -92,7 +92,7 @@ def test_na_blog_equals_the_posts_code_forward_and_backward(gamma, beta):
 
 
 def test_na_blog_prints_no_type_promotion_warning():
-    code = ("from pipeline.hardware import device; paddle = device.import_paddle(); "
+    code = ("from pipeline.hardware import paddle_setup; paddle = paddle_setup.import_paddle(); "
             "from pipeline.models import build_model; "
             "m = build_model('alexnet', 'na-blog', 10, 64); m(paddle.randn([2, 3, 64, 64])).sum().backward()")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

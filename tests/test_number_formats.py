@@ -1,6 +1,6 @@
 """The checks that compare two computations of a model, under the number formats GPUs compute in.
 
-No GPU here: tests/number_formats.py emulates TF32, bf16 and fp16 on the CPU (operands of every
+No GPU here: tests/helpers/number_formats.py emulates TF32, bf16 and fp16 on the CPU (operands of every
 convolution and matmul rounded, float32 accumulation, forward and backward) and stands in for
 Paddle's GPU predictor with a BatchNorm-folded copy. The real `inference.check_against_eager`
 and the doctor's real comparison judge them: every correct model passes under every format, and
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests import number_formats as nf
+from tests.helpers import number_formats as nf
 
 paddle = nf.paddle
 

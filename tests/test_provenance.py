@@ -71,9 +71,9 @@ def test_versions_are_paddles_own_without_importing_it():
     imported = subprocess.run([sys.executable, "-c", check], cwd=ROOT, check=True, capture_output=True, text=True)
     assert imported.stdout.strip() == "False"  # it reads paddle/version/__init__.py alone
     versions = provenance.versions()
-    from pipeline.hardware import device
+    from pipeline.hardware import paddle_setup
 
-    paddle = device.import_paddle()
+    paddle = paddle_setup.import_paddle()
     assert versions["paddle"]["version"] == paddle.__version__
     assert versions["paddle"]["commit"] == paddle.version.commit
     cuda = paddle.version.cuda() if paddle.is_compiled_with_cuda() else None  # a CPU build says "False"

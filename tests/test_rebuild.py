@@ -236,6 +236,7 @@ def test_a_setting_of_the_active_profile_reruns_exactly_the_stages_it_can_change
     pytest.param("profiles.ci.image_size.resnet18", 40, {"report"}, id="the-size-of-an-arch-not-in-the-matrix"),
     pytest.param("profiles.demo.epochs", 7, set(), id="another-profile"),
     pytest.param("profiles.paper.lr", 0.01, set(), id="another-profile-the-paper"),
+    pytest.param("profiles.paper.epochs", 40, {"notebook comparison"}, id="the-posts-setting"),
     pytest.param("download.mirrors", ["http://127.0.0.1:9/"], set(), id="where-archives-come-from"),
     pytest.param("download.md5", {"cifar-10-python.tar.gz": "0" * 32}, {"data alexnet"}, id="which-archive-counts"),
     pytest.param("epochs", 3, stages("train", "report"), id="a-top-level-override"),

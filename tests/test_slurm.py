@@ -1,9 +1,9 @@
-"""The pipeline through a real SLURM controller (tests/slurm_cluster.py): the slurm profile end to end,
+"""The pipeline through a real SLURM controller (tests/helpers/slurm_cluster.py): the slurm profile end to end,
 GPUs as SLURM allocates them, a training that SLURM ends and Snakemake retries.
 
 What each job asked for is read back from the controller (`scontrol show job`); that every job ran
 its command through a job step, from slurmd's log. The GPUs are character devices and Paddle
-computes on the CPU (tests/simulated_gpu); everything else is the real scheduler.
+computes on the CPU (tests/helpers/simulated_gpu); everything else is the real scheduler.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import slurm_cluster
 from tests.conftest import ROOT, command_env, copy_project, layout, run
+from tests.helpers import slurm_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -55,11 +55,11 @@ def rule_of(job: dict) -> str:
 
 
 def simulated_gpus(root: Path) -> tuple[dict, Path]:
-    """The environment that makes jobs run the GPU path on the CPU (tests/simulated_gpu), and the
+    """The environment that makes jobs run the GPU path on the CPU (tests/helpers/simulated_gpu), and the
     file where each of them records the devices it was given."""
     log = root / "gpus.jsonl"
     log.touch()
-    return {"PYTHONPATH": str(ROOT / "tests" / "simulated_gpu"), "SIMULATED_GPU_LOG": str(log),
+    return {"PYTHONPATH": str(ROOT / "tests" / "helpers" / "simulated_gpu"), "SIMULATED_GPU_LOG": str(log),
             "NA_REPRO_GPU_LOCKS": str(root / "locks")}, log
 
 

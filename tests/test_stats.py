@@ -170,7 +170,7 @@ def write_run(layout, run: str, val_acc: float, dataset: str = "cifar10", epochs
     """The artifacts a run's training and evaluation write, as the stages lay them out."""
     import json
 
-    summary = {"dataset": dataset, "image_size": 128, "epochs": epochs, "train_images": 50_000,
+    summary = {"dataset": dataset, "image_size": 128, "epochs": epochs, "train_images": 50_000, "train_subset": None,
                "final_train_acc": val_acc + 0.01, "seconds": 100.0, "initial": {"loss": 2.3, "logit_std": 0.1}}
     metrics = {"val_acc": val_acc, "params": {"total": 1000}, "throughput_img_s": 500.0, "device": "cpu"}
     files = {layout.train_summary(run): json.dumps(summary), layout.evaluation(run): json.dumps(metrics),
@@ -189,8 +189,10 @@ def write_run(layout, run: str, val_acc: float, dataset: str = "cifar10", epochs
 def test_the_verdict_on_a_claim_from_the_runs_artifacts(tmp_path, monkeypatch, na_blog, epochs, expected):
     """verdict.build, the comparison notebook's one call, on run files laid out as the stages write them."""
     from pipeline.analysis import verdict
-    from pipeline.dag import paths
+    from pipeline.dag import config, paths
+    from tests.conftest import ROOT
 
+    post = config.post_setting(config.load(path=ROOT / "params.yaml"))  # the paper profile: the post's recipe
     monkeypatch.chdir(tmp_path)
     layout = paths.Layout("paper", "paper")
     runs = []
@@ -198,7 +200,7 @@ def test_the_verdict_on_a_claim_from_the_runs_artifacts(tmp_path, monkeypatch, n
         for seed, acc in zip((42, 43, 44), accs, strict=True):
             runs.append(f"alexnet-{attention}-s{seed}")
             write_run(layout, runs[-1], acc, epochs=epochs)
-    table = verdict.build("paper", layout, runs)
+    table = verdict.build("paper", layout, runs, post)
     (gain,) = table["gains"]
     assert gain["claim"] == pytest.approx(0.84583 - 0.79668)  # the post's, from pipeline/analysis/claims.py
     assert gain["verdict"].startswith(expected), gain["verdict"]

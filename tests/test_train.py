@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.hardware import device
+from pipeline.hardware import device, paddle_setup
 from pipeline.images import transforms
 from tests.conftest import assert_nothing_lost, layout, run
 
-paddle = device.import_paddle()
+paddle = paddle_setup.import_paddle()
 
 from pipeline.train import schedule_length, smoothed_cross_entropy  # noqa: E402
 
@@ -33,7 +33,7 @@ def test_label_smoothing_matches_the_formula():
 
 def test_thread_count_never_exceeds_the_cores(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "512")
-    assert device.configure_threads() == device.available_cores()
+    assert paddle_setup.configure_threads() == paddle_setup.available_cores()
 
 
 def epoch_rows(project, where, run_name):
@@ -149,7 +149,7 @@ def test_reading_losses_back_once_per_log_every_steps_gives_the_per_step_figures
 def test_validation_on_prepared_batches_gives_the_per_batch_figures():
     from pipeline.images.batches import validation_batches
     from pipeline.models import build_model
-    from pipeline.train import evaluate
+    from pipeline.train import validate
 
     rng = np.random.default_rng(1)
     val_x, val_y = rng.integers(0, 256, (70, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 70)
@@ -161,7 +161,7 @@ def test_validation_on_prepared_batches_gives_the_per_batch_figures():
             logits, y = model(paddle.to_tensor(x)), paddle.to_tensor(y)
             total += float(smoothed_cross_entropy(logits, y, 0.1)) * len(y)
             correct += int((logits.argmax(axis=-1) == y).sum())
-    assert evaluate(model, validation_batches(val_x, val_y, 64, 32), 0.1) == (total / 70, correct / 70)
+    assert validate(model, validation_batches(val_x, val_y, 64, 32), 0.1) == (total / 70, correct / 70)
 
 
 @pytest.mark.faults
@@ -182,12 +182,12 @@ def test_a_state_saved_with_another_number_of_visible_devices_starts_over(tmp_pa
 
 
 def test_a_resumed_fp16_run_keeps_its_loss_scale(tmp_path):
-    """The real GradScaler, on a place it takes for a GPU (tests/number_formats.py): three
+    """The real GradScaler, on a place it takes for a GPU (tests/helpers/number_formats.py): three
     overflowing steps halve 2^16 three times and one good step counts towards the next increase;
     the saved state brings all of it back, so a resumed run does not skip its first steps again."""
     from pipeline import train
     from pipeline.core.checkpoints import load_state, rng_state, save_state
-    from tests.number_formats import gpu_in_format
+    from tests.helpers.number_formats import gpu_in_format
 
     with gpu_in_format("fp16"):
         model = paddle.nn.Linear(4, 3)
@@ -305,7 +305,7 @@ def test_loader_settings_reach_the_dataloader():
 
 
 def test_each_loader_worker_runs_one_thread_of_augmentation():
-    """A training job declares one CPU per loader worker (device.training_cpus); OpenCV's pool
+    """A training job declares one CPU per loader worker (paddle_setup.training_cpus); OpenCV's pool
     would give every worker a thread per core of the machine besides."""
     import os
     from pathlib import Path

@@ -9,14 +9,12 @@ from pipeline.analysis import stats
 from pipeline.analysis.claims import CLAIMS
 
 
-def comparable(run: dict, claim: dict) -> bool:
-    """Whether a run followed the post's setting closely enough to test its claim."""
-    t = run["train"]
-    return (claim.get("dataset") == t["dataset"] and t["image_size"] == 128 and t["epochs"] == 50
-            and t["train_images"] == 50_000)
+def comparable(run: dict, post: dict[str, dict]) -> bool:
+    """Whether a run followed the post's setting (config.post_setting) closely enough to test its claim."""
+    return all(run["train"].get(key) == value for key, value in post[run["arch"]].items())
 
 
-def comparison(runs: list[dict]) -> list[dict]:
+def comparison(runs: list[dict], post: dict[str, dict]) -> list[dict]:
     """One row per configuration: our figures (mean over seeds) beside the post's claim."""
     rows = []
     for experiment in dict.fromkeys(r["experiment"] for r in runs):
@@ -32,7 +30,8 @@ def comparison(runs: list[dict]) -> list[dict]:
         rows.append({
             "experiment": experiment, "arch": mine[0]["arch"], "attention": mine[0]["attention"],
             "seeds": [r["seed"] for r in mine], "dataset": mine[0]["train"]["dataset"],
-            "claim_dataset": claim.get("dataset"), "comparable": all(comparable(r, claim) for r in mine),
+            "claim_dataset": post[mine[0]["arch"]]["dataset"] if claim else None,
+            "comparable": all(comparable(r, post) for r in mine),
             "ours": ours, "spread": {"train_acc": train_acc, "val_acc": val_acc},
             "val_accs": [r["eval"]["val_acc"] for r in mine],
             "train_seconds": statistics.fmean(r["train"]["seconds"] for r in mine),

@@ -11,9 +11,10 @@ from pipeline.analysis import artifacts, claims, comparison, findings, stats
 from pipeline.dag import paths
 
 
-def build(profile: str, layout: paths.Layout, run_names: list[str]) -> dict:
+def build(profile: str, layout: paths.Layout, run_names: list[str], post: dict[str, dict]) -> dict:
+    """`post`: the post's setting per architecture (config.post_setting)."""
     loaded = [artifacts.load_run(layout, r) for r in run_names]
-    rows = comparison.comparison(loaded)
+    rows = comparison.comparison(loaded, post)
     vs_baseline = comparison.gains(rows, against="none")
     vs_gate = comparison.gains(rows, against="gate")
     vs_half = comparison.gains(rows, against="half")

@@ -20,13 +20,14 @@ from pipeline import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
 SCHEMA_FILE = Path(__file__).with_name("params.schema.json")
-# Top-level keys that override the active profile's setting of the same name when not null.
-OVERRIDABLE = (
-    "epochs", "batch_size", "image_size", "train_subset", "val_subset", "device",
-    "num_workers", "lr", "weight_decay", "label_smoothing", "amp", "augment_on_device", "devices_per_job",
-)
 MATRIX = ("archs", "attentions", "seeds")  # which runs exist: what the notebooks and the report read
-PER_ARCH = ("datasets", "image_size")  # settings a profile gives per architecture
+# Settings a profile may give per architecture ({alexnet: ..., resnet18: ...}); tests/test_config.py
+# checks them against the schema.
+PER_ARCH = ("datasets", "image_size", "train_runtime_min")
+# The post's recipe is the paper profile. A run tests the post's claim when it shares these
+# settings with it (with train_subset null: every training image).
+POST_PROFILE = "paper"
+POST_SETTING = ("datasets", "image_size", "epochs", "train_subset")
 
 # When results are rebuilt. Each setting that can change a stage's outputs, with the stages it
 # changes and why. Snakemake (rule params) and DVC (dvc.yaml params) both track exactly these,
@@ -90,9 +91,10 @@ def schema() -> dict:
     return loaded
 
 
-def allowed(key: str) -> tuple[str, ...]:
-    """The names a matrix key may list (archs, attentions): the one list, in the schema."""
-    return tuple(schema()["properties"][key]["items"]["enum"])
+def overridable() -> tuple[str, ...]:
+    """Top-level keys that override the active profile's setting of the same name when not null:
+    the schema's top-level keys that are settings."""
+    return tuple(k for k in schema()["properties"] if k in schema()["$defs"]["settings"]["properties"])
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -186,16 +188,32 @@ def configuration(params: dict, path: Path = PARAMS_FILE) -> str:
     return f"{params['profile']}-{key}"
 
 
-def tracked_params(stage: str, profile: str, arch: str | None = None) -> list[str]:
+def tracked_params(stage: str, profile: str, arch: str | None = None, notebook: str | None = None) -> list[str]:
     """The params.yaml keys (dotted) that can change `stage`'s outputs under `profile`, for one
-    architecture's job when `arch` is given. dvc.yaml lists them (with ${...} templates) and the
-    Snakefile tracks their values, from this one function."""
+    architecture's job when `arch` is given, or one notebook's. dvc.yaml lists them (with ${...}
+    templates) and the Snakefile tracks their values, from this one function."""
     keys = []
     for setting, (stages, _) in RESULT_SETTINGS.items():
         if stage in stages or stage == "report":
             keys.append(f"profiles.{profile}.{setting}" + (f".{arch}" if arch and setting in PER_ARCH else ""))
-            keys += [setting] if setting in OVERRIDABLE else []
-    return keys + {"data": ["download.md5"], "notebook": list(MATRIX), "report": list(MATRIX)}.get(stage, [])
+            keys += [setting] if setting in overridable() else []
+    if stage == "notebook":
+        from pipeline.dag import paths
+
+        declared = paths.notebook_parameters(notebook)
+        return [*MATRIX] + ([f"profiles.{POST_PROFILE}.{key}" for key in POST_SETTING]
+                            if "post_setting" in declared else [])
+    return keys + {"data": ["download.md5"], "report": list(MATRIX)}.get(stage, [])
+
+
+def post_setting(params: dict) -> dict[str, dict]:
+    """arch -> what a run must share with the post's recipe (profiles.paper) for the post's claim
+    to be tested on it: {dataset, image_size, epochs, train_subset}."""
+    paper = params["profiles"][POST_PROFILE]
+    return {arch: {"dataset" if key == "datasets" else key:
+                   paper[key][arch] if key in PER_ARCH and isinstance(paper[key], dict) else paper[key]
+                   for key in POST_SETTING}
+            for arch in paper["datasets"]}
 
 
 def lookup(params: dict, dotted: str):
@@ -205,9 +223,9 @@ def lookup(params: dict, dotted: str):
     return value
 
 
-def tracked_values(params: dict, stage: str, arch: str | None = None) -> dict:
+def tracked_values(params: dict, stage: str, arch: str | None = None, notebook: str | None = None) -> dict:
     """What Snakemake compares with its record of a job's last run (the job's `params`)."""
-    return {key: lookup(params, key) for key in tracked_params(stage, params["profile"], arch)}
+    return {key: lookup(params, key) for key in tracked_params(stage, params["profile"], arch, notebook)}
 
 
 def _flow(value) -> str:
@@ -225,7 +243,7 @@ def _flow(value) -> str:
 def profile_settings(params: dict, name: str | None = None) -> dict:
     """The active profile (or `name`) with the top-level overrides applied."""
     settings = {**params["profiles"][name or params["profile"]]}
-    settings.update({k: params[k] for k in OVERRIDABLE if params.get(k) is not None})
+    settings.update({k: params[k] for k in overridable() if params.get(k) is not None})
     batch, devices = settings["batch_size"], settings["devices_per_job"]
     if batch % devices:
         # batch_size is the global batch: each device takes batch_size / devices_per_job of it.
@@ -277,7 +295,6 @@ def run_settings(params: dict, run: str) -> dict:
 def arch_settings(params: dict, arch: str) -> dict:
     """The active profile's settings for one architecture, per-architecture values resolved."""
     settings = profile_settings(params)
-    per_arch = {key: value[arch] for key, value in settings.items()
-                if key in ("image_size", "train_runtime_min") and isinstance(value, dict)}
-    return {**settings, **per_arch, "arch": arch, "dataset": settings["datasets"][arch]}
+    per_arch = {key: settings[key][arch] for key in PER_ARCH if isinstance(settings[key], dict)}
+    return {**settings, **per_arch, "datasets": settings["datasets"], "arch": arch, "dataset": per_arch["datasets"]}
 

@@ -85,7 +85,7 @@ def stages() -> dict:
             "matrix": {"profile": PROFILE},
             "cmd": deps.command("notebook", name),
             "deps": deps.stage_code("notebook", name) + folders,
-            "params": config.tracked_params("notebook", "${profile}"),
+            "params": config.tracked_params("notebook", "${profile}", notebook=name),
             "outs": _paths(LAYOUT.notebook_writes(name)),
         }
     notebook_outputs = [p for n in paths.NOTEBOOKS for p in LAYOUT.notebook_writes(n)]

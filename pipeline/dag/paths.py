@@ -14,7 +14,10 @@ reads every run's logs can depend on one folder in DVC, as it does on the run li
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 NOTEBOOK_SOURCES = Path("notebooks")
@@ -25,6 +28,16 @@ BENCH_TABLE = Path("reports/bench/bench.md")
 
 def notebook_source(name: str) -> Path:
     return NOTEBOOK_SOURCES / f"{name}.py"
+
+
+@cache
+def notebook_parameters(name: str) -> frozenset[str]:
+    """The names a notebook's `parameters` cell assigns (jupytext's percent format): what papermill
+    injects into it, and so what settings its stage tracks."""
+    cells = re.split(r"^# %%", notebook_source(name).read_text(), flags=re.M)
+    cell = next(c for c in cells if c.startswith(' tags=["parameters"]'))
+    return frozenset(target.id for node in ast.parse(cell.split("\n", 1)[1]).body if isinstance(node, ast.Assign)
+                     for target in node.targets if isinstance(target, ast.Name))
 
 
 @dataclass(frozen=True)

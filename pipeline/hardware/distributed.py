@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.hardware import device
+from pipeline.hardware import device, paddle_setup
 
-paddle = device.import_paddle()  # threads and allocator first
+paddle = paddle_setup.import_paddle()  # threads and allocator first
 import paddle.distributed as dist  # noqa: E402
 
 LAUNCH_FLAG_VARIABLES = ("PADDLE_DEVICES", "PADDLE_NPROC_PER_NODE", "PADDLE_LOG_DIR", "PADDLE_JOB_ID",

@@ -12,7 +12,7 @@ import os
 from pipeline import PipelineError
 from pipeline.core import stage
 from pipeline.dag import config
-from pipeline.hardware import device, gpu_locks
+from pipeline.hardware import device, gpu_locks, paddle_setup
 
 
 def prepare(training: bool) -> None:
@@ -21,16 +21,16 @@ def prepare(training: bool) -> None:
     one; give a training process its threads beside its loader workers; import Paddle. A launched
     data-parallel worker inherits all of it. Bad input ends the command with one line."""
     try:
-        device.check_paddle_build()
+        paddle_setup.check_paddle_build()
         if not device.launched_worker():
             settings = config.run_settings(stage.load_params("run"), stage.command_line("run").target)
             # With the CPU build installed, the stage itself says which build to install.
-            if device.wants_gpu(settings["device"]) and device.GPU_BUILD in device.paddle_builds():
+            if device.wants_gpu(settings["device"]) and paddle_setup.GPU_BUILD in paddle_setup.paddle_builds():
                 gpu_locks.claim(settings["devices_per_job"] if training else 1)
             if training:
-                allotted = int(os.environ.get("OMP_NUM_THREADS") or device.available_cores())
-                os.environ["OMP_NUM_THREADS"] = str(device.training_threads(
+                allotted = int(os.environ.get("OMP_NUM_THREADS") or paddle_setup.available_cores())
+                os.environ["OMP_NUM_THREADS"] = str(paddle_setup.training_threads(
                     allotted, settings["devices_per_job"], settings["num_workers"]))
-        device.import_paddle()
+        paddle_setup.import_paddle()
     except PipelineError as exc:
         stage.fail(exc)

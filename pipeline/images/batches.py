@@ -64,7 +64,7 @@ def training_batches(train_x: np.ndarray, train_y: np.ndarray, s: dict, dev: str
 
 def one_thread_per_loader_worker() -> None:
     """Loader workers augment one image at a time with OpenCV, each on the one CPU the job
-    declares for it (device.training_cpus); OpenCV's own pool would add a thread per core to every
+    declares for it (paddle_setup.training_cpus); OpenCV's own pool would add a thread per core to every
     worker. Set in the training process before the workers fork, which inherit it: a forked
     worker that starts or resizes OpenCV's pool itself can hang."""
     import cv2

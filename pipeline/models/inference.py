@@ -1,7 +1,7 @@
 """Evaluation through Paddle Inference: oneDNN kernels on the CPU, Paddle's GPU predictor on a GPU.
 
 `compile_model` exports an eval-mode model and returns a predictor function (NCHW float32 batch
--> logits); `evaluate` runs a whole split through it. A benchmark can time `compile_model(...)`
+-> logits); `measure` runs a whole split through it. A benchmark can time `compile_model(...)`
 against the eager model on the same batches.
 """
 
@@ -19,7 +19,7 @@ from paddle import inference
 
 from pipeline import PipelineError
 from pipeline.core import logs
-from pipeline.hardware import device
+from pipeline.hardware import paddle_setup
 from pipeline.images import transforms
 from pipeline.models import tolerances
 
@@ -47,7 +47,7 @@ def compile_model(model: paddle.nn.Layer, image_size: int, dev: str = "cpu",
         else:
             config.disable_gpu()
             config.enable_onednn()
-            config.set_cpu_math_library_num_threads(threads or device.configure_threads())
+            config.set_cpu_math_library_num_threads(threads or paddle_setup.configure_threads())
             # With oneDNN, this pass makes `(g - g.mean(1)) / g.std(1)` (the NA normalisation) come
             # out as (g - mean)**2 / std: std's own `g - mean` is merged with ours, then squared in place.
             config.delete_pass("common_subexpression_elimination_pass")
@@ -103,9 +103,9 @@ def smoothed_cross_entropy(logits: np.ndarray, labels: np.ndarray, smoothing: fl
     return float(((1 - smoothing) * nll - smoothing * log_probs.mean(axis=1)).mean())
 
 
-def evaluate(predict: Callable[[np.ndarray], np.ndarray], images_u8: np.ndarray, labels: np.ndarray, size: int,
+def measure(predict: Callable[[np.ndarray], np.ndarray], images_u8: np.ndarray, labels: np.ndarray, size: int,
              batch_size: int, smoothing: float) -> tuple[float, float, float]:
-    """train.evaluate through a predictor: sample-weighted mean loss, accuracy, and the seconds
+    """train.validate through a predictor: sample-weighted mean loss, accuracy, and the seconds
     spent in `predict` (copy in, run, copy out; pre-processing excluded)."""
     total_loss, correct, seconds = 0.0, 0, 0.0
     for x, y in transforms.test_batches(images_u8, labels, size, batch_size):

@@ -10,7 +10,7 @@ sums differs between kernels: for sums of up to 2^14 terms that is about sqrt(2^
 
 A bound is BOUND_UNITS units of the format, relative to the scale of what is compared: the largest
 logit, at least 1 (doctor compares gradients through the logits after a step with them). The
-emulated formats (tests/number_formats.py) put every correct model within a third of it on trained
+emulated formats (tests/helpers/number_formats.py) put every correct model within a third of it on trained
 checkpoints, and every wrong one
 (permuted weights, another run's checkpoint, BatchNorm folded wrongly, a lost activation) at
 least 3.6 times above it (6 times, na-blog aside). The evaluate stage

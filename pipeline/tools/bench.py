@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.analysis import bench_tables
 from pipeline.core import atomic
 from pipeline.dag import paths
-from pipeline.hardware import device
+from pipeline.hardware import device, paddle_setup
 from pipeline.images import transforms
 from pipeline.models import ATTENTIONS
 
@@ -123,7 +123,7 @@ def host_device(repeats: int, batch: int, val_images: int) -> dict:
 
     from pipeline.images.batches import validation_batches
     from pipeline.models import build_model
-    from pipeline.train import evaluate, read_losses, training_step
+    from pipeline.train import read_losses, training_step, validate
 
     step_size, val_size, steps = 64, 128, 10
     model = build_model("alexnet", "none", 10, step_size)
@@ -150,8 +150,8 @@ def host_device(repeats: int, batch: int, val_images: int) -> dict:
     val_x, val_y = rng.integers(0, 256, (val_images, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, val_images)
     prepared = validation_batches(val_x, val_y, val_size, 128)
     val = _interleaved({
-        "prepared_each_epoch": lambda: evaluate(val_model, validation_batches(val_x, val_y, val_size, 128), 0.1),
-        "prepared_once": lambda: evaluate(val_model, prepared, 0.1),
+        "prepared_each_epoch": lambda: validate(val_model, validation_batches(val_x, val_y, val_size, 128), 0.1),
+        "prepared_once": lambda: validate(val_model, prepared, 0.1),
         "preparing": lambda: validation_batches(val_x, val_y, val_size, 128),
     }, repeats)
     step_every, step_once = (statistics.median(train[k]) / steps for k in ("every_step", "once"))
@@ -193,7 +193,7 @@ def inference(repeats: int, batch: int, threads: int) -> list[dict]:
 def _training_rates(arch: str, size: int, batch: int, repeats: int, threads: int, jobs: int = 1) -> list[float]:
     """img/s of `jobs` training processes running side by side, each with `threads` threads
     (a fresh process each: Paddle fixes its thread count at import)."""
-    code = ("import json, statistics; from pipeline.hardware import device; device.import_paddle(); "
+    code = ("import json, statistics; from pipeline.hardware import paddle_setup; paddle_setup.import_paddle(); "
             "from pipeline.tools import bench; from pipeline.models import build_model; "
             f"s = bench._interleaved({{'x': bench._training_step(build_model({arch!r}, 'none', 10, {size}), "
             f"{batch}, {size})}}, {repeats})['x']; print(json.dumps({batch} / statistics.median(s)))")
@@ -284,7 +284,7 @@ def main(params: dict, repeats: int = 5, batch: int = 64, quick: bool = False) -
         "noop_seconds": sections["pipeline_overhead"]["noop_seconds"],
         **sections,
         "repeats": repeats, "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpu": _cpu_name(), "cores": device.available_cores(), "allotted_threads": allotted,
+        "machine": {"cpu": _cpu_name(), "cores": paddle_setup.available_cores(), "allotted_threads": allotted,
                     "paddle": paddle.__version__, "python": platform.python_version()},
     }
     atomic.write_json(paths.BENCH_JSON, result)

@@ -27,7 +27,7 @@ import numpy as np
 import paddle
 
 from pipeline import PipelineError, train
-from pipeline.hardware import device, distributed
+from pipeline.hardware import device, distributed, paddle_setup
 from pipeline.images import batches
 from pipeline.models import ATTENTIONS, build_model, fused, inference, tolerances
 
@@ -66,16 +66,16 @@ def show(row: Row) -> Row:
 def paddle_build(s: dict) -> Row:
     """Exactly one build is installed (every command checks that first); here its version, and
     the GPU build when the profile trains on a GPU."""
-    ((name, version),) = device.paddle_builds().items()
+    ((name, version),) = paddle_setup.paddle_builds().items()
     cuda = paddle.is_compiled_with_cuda()
     found = f"{name} {version}" + ("" if cuda else " (CPU build)")
-    if version != device.PADDLE_VERSION:
-        index = f" -i {device.PADDLE_GPU_INDEX}" if cuda else ""
-        return Row("Paddle build", "FAIL", f"{found}; the pipeline pins {device.PADDLE_VERSION}",
-                   f"pip install {name}=={device.PADDLE_VERSION}{index}")
+    if version != paddle_setup.PADDLE_VERSION:
+        index = f" -i {paddle_setup.PADDLE_GPU_INDEX}" if cuda else ""
+        return Row("Paddle build", "FAIL", f"{found}; the pipeline pins {paddle_setup.PADDLE_VERSION}",
+                   f"pip install {name}=={paddle_setup.PADDLE_VERSION}{index}")
     if s["device"] == "gpu" and not cuda:
         return Row("Paddle build", "FAIL", f"{found}, but the profile trains on a GPU",
-                   f"pip uninstall -y {device.CPU_BUILD}, then {device.INSTALL_GPU}; or train on the CPU: "
+                   f"pip uninstall -y {paddle_setup.CPU_BUILD}, then {paddle_setup.INSTALL_GPU}; or train on the CPU: "
                    "--config device=cpu")
     return Row("Paddle build", "ok", found)
 

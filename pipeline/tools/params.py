@@ -7,13 +7,12 @@ size and number of classes; at the paper profile they must equal the post's exac
 
 from __future__ import annotations
 
+from pipeline import data
 from pipeline.analysis.claims import CLAIMS
 from pipeline.dag import config
 from pipeline.models import ATTENTIONS, build_model, count_parameters
 from pipeline.models.flops import TRAINING_FACTOR, forward_flops
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}
-SPLIT_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "digits": (1_498, 299)}
 # The GPU estimate's assumptions: an A100-class GPU sustaining 30% of its 19.5 TFLOP/s float32
 # peak on these small convnets, fed by `num_workers` loader processes at 2,500 img/s each
 # (`python -m pipeline bench` measures the per-core figure of the data path on your machine).
@@ -22,7 +21,7 @@ GPU_TFLOPS, GPU_UTILISATION, LOADER_IMG_S_PER_WORKER = 19.5, 0.30, 2_500
 
 def gpu_minutes(s: dict, flops: int) -> float:
     """Training plus per-epoch validation, limited by compute or by the loader, whichever is slower."""
-    train, val = SPLIT_SIZES[s["dataset"]]
+    _, train, val = data.sizes(s["dataset"])
     train, val = min(train, s["train_subset"] or train), min(val, s["val_subset"] or val)
     compute = s["epochs"] * (train * TRAINING_FACTOR + val) * flops / (GPU_TFLOPS * 1e12 * GPU_UTILISATION)
     loader = s["epochs"] * train / (max(1, s["num_workers"]) * LOADER_IMG_S_PER_WORKER)
@@ -33,10 +32,11 @@ def table(params: dict) -> list[dict]:
     rows = []
     for experiment in config.experiments(params):
         s = config.run_settings(params, config.run_name(experiment, params["seeds"][0]))
-        model = build_model(s["arch"], s["attention"], NUM_CLASSES[s["dataset"]], s["image_size"])
+        model = build_model(s["arch"], s["attention"], data.sizes(s["dataset"])[0], s["image_size"])
         flops = forward_flops(model, s["image_size"])
         claim = CLAIMS.get(experiment, {})
-        comparable = claim.get("dataset") == s["dataset"] and s["image_size"] == 128
+        post = config.post_setting(params)[s["arch"]]
+        comparable = claim and (s["dataset"], s["image_size"]) == (post["dataset"], post["image_size"])
         rows.append({"experiment": experiment, "dataset": s["dataset"], "image_size": s["image_size"],
                      **count_parameters(model), "claimed": claim.get("params") if comparable else None,
                      "has_claim": bool(claim),
@@ -51,7 +51,8 @@ def variants(params: dict) -> list[dict]:
     rows = []
     for arch in params["archs"]:
         s = config.arch_settings(params, arch)
-        models = {a: build_model(arch, a, NUM_CLASSES[s["dataset"]], s["image_size"]) for a in ATTENTIONS}
+        classes = data.sizes(s["dataset"])[0]
+        models = {a: build_model(arch, a, classes, s["image_size"]) for a in ATTENTIONS}
         totals = {a: count_parameters(m)["total"] for a, m in models.items()}
         for attention, model in models.items():
             flops = forward_flops(model, s["image_size"])

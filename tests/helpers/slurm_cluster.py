@@ -20,7 +20,7 @@ from pathlib import Path
 
 GPUS = 4
 CONF_DIR = Path("/etc/slurm")
-MARK = "# na-repro's test cluster (tests/slurm_cluster.py): replaced and removed by its tests\n"
+MARK = "# na-repro's test cluster (tests/helpers/slurm_cluster.py): replaced and removed by its tests\n"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 # Jobs leave the queue this long after ending: with no accounting, squeue is how the executor
 # plugin (and the tests) learn a job's final state.

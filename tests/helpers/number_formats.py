@@ -22,9 +22,9 @@ import copy
 
 import numpy as np
 
-from pipeline.hardware import device
+from pipeline.hardware import paddle_setup
 
-paddle = device.import_paddle()
+paddle = paddle_setup.import_paddle()
 from paddle.autograd import PyLayer  # noqa: E402
 
 from pipeline.models import fused  # noqa: E402

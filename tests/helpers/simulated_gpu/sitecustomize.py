@@ -42,13 +42,13 @@ def _patch_paddle(paddle) -> None:
     paddle.device.cuda.get_device_capability = lambda *args: (7, 0)  # computes float32 as float32
 
 
-def _patch_device(device) -> None:
+def _patch_paddle_setup(paddle_setup) -> None:
     from importlib import metadata
 
-    device.paddle_builds = lambda: {device.GPU_BUILD: metadata.version(device.CPU_BUILD)}
+    paddle_setup.paddle_builds = lambda: {paddle_setup.GPU_BUILD: metadata.version(paddle_setup.CPU_BUILD)}
 
 
-PATCHES = {"paddle": _patch_paddle, "pipeline.hardware.device": _patch_device}
+PATCHES = {"paddle": _patch_paddle, "pipeline.hardware.paddle_setup": _patch_paddle_setup}
 
 
 class _PatchAfterImport(importlib.abc.MetaPathFinder):

@@ -267,7 +267,7 @@ def _start_and_kill(project, kill_snakemake: bool):
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         # only in this Snakemake's session: another test may train the same run at the same time
-        run(["pkill", "-KILL", "--session", str(proc.pid), "-f", "pipeline train alexnet-none-s42"], cwd=project)
+        run(["pkill", "-KILL", "--session", str(proc.pid), "-f", "pipeline.train alexnet-none-s42"], cwd=project)
     proc.wait()
     assert proc.returncode != 0, "the pipeline finished before it could be killed"
     logs = project / "runs/ci/train/alexnet-none-s42"  # Snakemake may have made the (empty) folder

@@ -55,15 +55,16 @@ def reproduce(overrides: list[str]) -> dict:
             "dvc": "dvc exp run " + " ".join(f"-S {o}" for o in quoted)}
 
 
-def claimed(gains: list[dict]) -> list[dict]:
-    """The gains the post made a claim about, with the claim's own before and after."""
+def claimed(gains: list[dict], rows: list[dict]) -> list[dict]:
+    """The gains the post made a claim about, with the claim's own before and after, and its dataset."""
+    claim_dataset = {r["experiment"]: r["claim_dataset"] for r in rows}
     out = []
     for g in gains:
         if g["claim"] is None:
             continue
         before, after = (CLAIMS[f"{g['arch']}-{a}"] for a in ("none", g["attention"]))
-        out.append({**g, "claim_from": before["val_acc"],
-                    "claim_to": after["val_acc"]})
+        out.append({**g, "claim_dataset": claim_dataset[f"{g['arch']}-{g['attention']}"],
+                    "claim_from": before["val_acc"], "claim_to": after["val_acc"]})
     return out
 
 
@@ -105,7 +106,7 @@ def main(params: dict) -> None:
     page = render.page(
         "report.html.j2", profile=params["profile"], configuration=layout.configuration, settings=settings,
         image_sizes=image_sizes(settings), datasets=", ".join(sorted(set(settings["datasets"].values()))),
-        claimed=claimed(table["gains"]), meta=meta, git=git, reproduce=reproduce(overrides), table=table,
+        claimed=claimed(table["gains"], table["rows"]), meta=meta, git=git, reproduce=reproduce(overrides), table=table,
         figures={n: data_uri(layout.notebook_figure(n)) for n in paths.NOTEBOOKS},
         runs=[run_row(r) for r in loaded], notebooks=paths.NOTEBOOKS,
         bench=bench_tables.tables(json.loads(paths.BENCH_JSON.read_text())) if paths.BENCH_JSON.exists() else None,
